@@ -1,0 +1,113 @@
+"""Trace-time argument checks shared by the public functions.
+
+Every check runs in Python before anything is traced, so a bad argument fails
+with a message naming it instead of producing a wrong number.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REDUCTIONS = ("mean", "sum", "none")
+_HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def float_array(x, name: str, fn: str) -> jax.Array:
+  """Returns ``x`` as a JAX array, raising ``TypeError`` unless it is real floating."""
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(
+        f"{fn}: {name} must be a floating-point array, got dtype {x.dtype}. "
+        f"Cast it first, e.g. {name}.astype(jnp.float32)."
+    )
+  return x
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+  """The dtype the arithmetic is done in: float32 for half types, else ``dtype``."""
+  dtype = jnp.dtype(dtype)
+  return jnp.dtype(jnp.float32) if dtype in _HALF else dtype
+
+
+def axes(axis, ndim: int, fn: str, *, allow_tuple: bool = True) -> tuple[int, ...]:
+  """Normalises ``axis`` (an int, or a tuple of ints) to sorted non-negative ints."""
+  if ndim == 0:
+    raise ValueError(f"{fn}: x must have at least one dimension (the class axis), got a scalar.")
+  if isinstance(axis, Sequence) and not isinstance(axis, str):
+    if not allow_tuple:
+      raise TypeError(f"{fn}: axis must be a single int, got {axis!r}.")
+    items = tuple(axis)
+  else:
+    items = (axis,)
+  out = []
+  for a in items:
+    if not isinstance(a, numbers.Integral) or isinstance(a, bool):
+      raise TypeError(f"{fn}: axis must be an int, got {a!r}.")
+    if not -ndim <= a < ndim:
+      raise ValueError(f"{fn}: axis={a} is out of range for an input with {ndim} dimensions.")
+    out.append(int(a) % ndim)
+  if len(set(out)) != len(out) or not out:
+    raise ValueError(f"{fn}: axis={axis!r} repeats an axis or is empty.")
+  return tuple(sorted(out))
+
+
+def where_mask(where, shape: tuple[int, ...], fn: str, name: str = "x") -> jax.Array | None:
+  """Checks a ``where`` mask and broadcasts it to ``shape`` (``None`` stays ``None``)."""
+  if where is None:
+    return None
+  where = jnp.asarray(where)
+  if where.dtype != jnp.bool_:
+    raise TypeError(f"{fn}: where must be a boolean array, got dtype {where.dtype}.")
+  try:
+    ok = np.broadcast_shapes(where.shape, shape) == tuple(shape)
+  except ValueError:
+    ok = False
+  if not ok:
+    raise ValueError(
+        f"{fn}: where has shape {where.shape} but {name} has shape {tuple(shape)}; "
+        f"where must have the shape of {name} or broadcast to it."
+    )
+  return jnp.broadcast_to(where, shape)
+
+
+def temperature(value, fn: str):
+  """Checks a temperature when its value is known at trace time; returns it unchanged."""
+  try:
+    concrete = np.asarray(value, dtype=np.float64)
+  except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+    return value  # a traced temperature (learned, say) cannot be checked here
+  if concrete.shape != ():
+    raise ValueError(f"{fn}: temperature must be a scalar, got shape {concrete.shape}.")
+  if not (np.isfinite(concrete) and concrete > 0):
+    raise ValueError(f"{fn}: temperature must be a finite number > 0, got {float(concrete)!r}.")
+  return value
+
+
+def label_smoothing(value, fn: str) -> float:
+  """Checks that ``label_smoothing`` is a static number in [0, 1]."""
+  try:
+    value = float(value)
+  except (TypeError, jax.errors.ConcretizationTypeError) as err:
+    raise TypeError(f"{fn}: label_smoothing must be a Python number, got {value!r}.") from err
+  if not 0.0 <= value <= 1.0:
+    raise ValueError(f"{fn}: label_smoothing must lie in [0, 1], got {value!r}.")
+  return value
+
+
+def reduction(value, fn: str) -> str:
+  if value not in REDUCTIONS:
+    raise ValueError(f"{fn}: reduction must be one of {REDUCTIONS}, got {value!r}.")
+  return value
+
+
+def same_shape(a: jax.Array, a_name: str, b: jax.Array, b_name: str, fn: str) -> None:
+  if a.shape != b.shape:
+    raise ValueError(
+        f"{fn}: {a_name} has shape {a.shape} but {b_name} has shape {b.shape}; "
+        "they must have the same shape."
+    )

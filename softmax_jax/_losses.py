@@ -1,0 +1,532 @@
+r"""Cross-entropy losses with the lecture's analytic gradient.
+
+Lecture: ``ξ(t, z) = −Σ_c t_c log y_c`` with ``y = softmax(z)``, and
+``∂ξ/∂z_i = y_i − t_i``.  For targets that do not sum to one (smoothing with
+weights, say) the same derivation gives ``∂ξ/∂z = (Σ_c t_c) y − t``.
+
+Every loss here is a ``jax.custom_vjp`` whose backward pass is that formula.
+The forward pass saves only per-row statistics (row max, log of the
+normaliser, ``1 − max_c y_c``, counts): O(N) residuals next to the inputs, so
+the backward pass recomputes ``y`` from the logits instead of storing it.
+
+``1 − y_t`` is the one quantity that autodiff computes badly: when ``y_t`` is
+close to 1 the subtraction cancels (float64 logits ``[40, 0]`` give ``0``
+instead of ``4.2e-18``) and the gradient no longer sums to zero.  The forward
+pass therefore keeps ``1 − max_c y_c = Σ_{c ≠ argmax} e^{z_c − m} / Σ_c e^{z_c − m}``,
+summed without the dominant term, and the backward pass uses it wherever
+``y_c > 1/2`` (only the unique argmax can exceed one half).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.typing import ArrayLike
+
+from . import _checks
+from ._softmax import log_normaliser, shifted_logits, valid_mask
+
+# ---------------------------------------------------------------------------
+# Row statistics shared by the forward and backward passes (class axis last).
+# ---------------------------------------------------------------------------
+
+
+def _row_stats(z, where):
+  """Returns ``(z − m, m, log s, 1 − max y, valid, count of valid)``, rows kept."""
+  shifted, m, valid = shifted_logits(z, -1, where)
+  log_s, others, s = log_normaliser(shifted, -1)
+  # 1 − max_c y_c = (s − e_max)/s, summed without the dominant term.
+  one_minus_ymax = others / jnp.where(s > 0, s, 1)
+  count = jnp.sum(valid, axis=-1, keepdims=True).astype(z.dtype)
+  return shifted, m, log_s, one_minus_ymax, valid, count
+
+
+def _probs(z, where, m, log_s, one_minus_ymax):
+  """``y`` and an accurate ``1 − y`` recomputed from the saved row statistics."""
+  valid = valid_mask(z, where)
+  y = jnp.where(valid, jnp.exp((z - m) - log_s), 0)
+  return y, jnp.where(y > 0.5, one_minus_ymax, 1 - y), valid
+
+
+def _per_row_denominator(count):
+  return jnp.where(count > 0, count, 1)
+
+
+def _reduce(per_example, weight, reduction):
+  if reduction == "none":
+    return per_example
+  total = jnp.sum(per_example)
+  if reduction == "sum":
+    return total
+  denominator = jnp.sum(weight)
+  return total / jnp.where(denominator > 0, denominator, 1)
+
+
+# ---------------------------------------------------------------------------
+# Probability targets
+# ---------------------------------------------------------------------------
+
+
+def _smoothed(t, valid, count, eps):
+  """``(1 − ε) t + ε u`` with ``u`` uniform over the row's valid classes."""
+  if eps == 0:
+    return t
+  return (1 - eps) * t + eps * valid.astype(t.dtype) / _per_row_denominator(count)
+
+
+def _soft_grad(z, t, where, m, log_s, one_minus_ymax, count, eps):
+  """``∂ξ/∂z = (Σ t') y − t'`` and ``∂ξ/∂t`` per row, NaN rows for invalid targets."""
+  y, one_minus_y, valid = _probs(z, where, m, log_s, one_minus_ymax)
+  ts = _smoothed(t, valid, count, eps)
+  total = jnp.sum(ts, axis=-1, keepdims=True)
+  # (Σ t') y_c − t'_c = y_c (Σ t' − t'_c) − t'_c (1 − y_c): each term accurate.
+  dz = y * (total - ts) - ts * one_minus_y
+  dt = (1 - eps) * ((z - m) - log_s)
+  keep = valid & (count > 0)
+  dz = jnp.where(keep, dz, 0)
+  dt = -jnp.where(keep, dt, 0)
+  bad = jnp.any(~valid & (t != 0), axis=-1, keepdims=True) & (count > 0)
+  return jnp.where(bad, jnp.nan, dz), jnp.where(bad, jnp.nan, dt)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _soft_xent(z, t, where, eps):
+  return _soft_xent_fwd(z, t, where, eps)[0]
+
+
+def _soft_xent_fwd(z, t, where, eps):
+  shifted, m, log_s, one_minus_ymax, valid, count = _row_stats(z, where)
+  ts = _smoothed(t, valid, count, eps)
+  # ξ = −Σ_c t'_c log y_c, with log y_c = (z_c − m) − log s on valid classes.
+  loss = -jnp.sum(jnp.where(valid, ts * (shifted - log_s), 0), axis=-1)
+  row_ok = count[..., 0] > 0
+  bad = jnp.any(~valid & (t != 0), axis=-1) & row_ok
+  loss = jnp.where(bad, jnp.nan, jnp.where(row_ok, loss, 0))
+  counted = row_ok.astype(z.dtype)
+  return (loss, counted), (z, t, where, m, log_s, one_minus_ymax, count)
+
+
+def _soft_xent_bwd(eps, res, cts):
+  z, t, where, m, log_s, one_minus_ymax, count = res
+  g = cts[0][..., None]
+  dz, dt = _soft_grad(z, t, where, m, log_s, one_minus_ymax, count, eps)
+  return g * dz, g * dt, None
+
+
+_soft_xent.defvjp(_soft_xent_fwd, _soft_xent_bwd)
+
+
+@partial(jax.jit, static_argnums=(3, 4, 5))
+def _cross_entropy_impl(logits, targets, where, axis, eps, reduction):
+  dtype = _checks.compute_dtype(logits.dtype)
+  z = jnp.moveaxis(logits.astype(dtype), axis, -1)
+  t = jnp.moveaxis(targets.astype(dtype), axis, -1)
+  w = None if where is None else jnp.moveaxis(where, axis, -1)
+  loss, counted = _soft_xent(z, t, w, eps)
+  return _reduce(loss, counted, reduction)
+
+
+def _targets_array(targets, logits, fn):
+  targets = jnp.asarray(targets)
+  if not jnp.issubdtype(targets.dtype, jnp.floating):
+    raise TypeError(
+        f"{fn}: targets must be a floating array of class probabilities, got dtype "
+        f"{targets.dtype}; for integer class labels use cross_entropy_with_integer_labels."
+    )
+  _checks.same_shape(targets, "targets", logits, "logits", fn)
+  return targets
+
+
+def cross_entropy(
+    logits: ArrayLike,
+    targets: ArrayLike,
+    axis: int = -1,
+    *,
+    where: ArrayLike | None = None,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> jax.Array:
+  r"""Cross-entropy of probability targets against ``softmax(logits)``.
+
+  .. math::
+    \xi(t, z) = -\sum_{c} t'_c \log y_c, \qquad
+    t' = (1-\varepsilon)\, t + \varepsilon / K, \qquad
+    \frac{\partial \xi}{\partial z} = \Big(\sum_c t'_c\Big) y - t' \;(= y - t')
+
+  with ``K`` the number of valid classes of the row.  The gradient is the
+  lecture's ``y − t``, written by a ``custom_vjp``; the loss is computed from
+  log-sum-exp, never ``log(softmax)``.
+
+  Args:
+    logits: ``[..., C, ...]`` with the classes at ``axis``.
+    targets: probability vectors (one-hot or soft), same shape as ``logits``.
+    axis: the class axis.
+    where: optional boolean mask broadcastable to ``logits``; ``False``
+      classes are left out of the softmax.
+    label_smoothing: ``ε`` in ``[0, 1]``, spread over the row's valid classes.
+    reduction: ``"mean"`` (over rows that have a valid class), ``"sum"`` or
+      ``"none"`` (shape of ``logits`` without ``axis``).
+
+  Returns:
+    The loss, float32 for half-precision logits, else the logits' dtype.
+
+  Masking: classes with ``where=False`` or a ``-inf`` logit have probability
+  0 and gradient 0.  A row with no valid class has loss 0, zero gradient and
+  does not count in the mean.  Target mass on an invalid class is an error:
+  that row's loss and gradient are NaN.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from softmax_jax import cross_entropy
+    >>> float(cross_entropy(jnp.array([0.0, 0.0], jnp.float32), jnp.array([1.0, 0.0])))
+    0.6931471...
+  """
+  fn = "cross_entropy"
+  logits = _checks.float_array(logits, "logits", fn)
+  targets = _targets_array(targets, logits, fn)
+  (ax,) = _checks.axes(axis, logits.ndim, fn, allow_tuple=False)
+  where = _checks.where_mask(where, logits.shape, fn, "logits")
+  eps = _checks.label_smoothing(label_smoothing, fn)
+  reduction = _checks.reduction(reduction, fn)
+  return _cross_entropy_impl(logits, targets, where, ax, eps, reduction)
+
+
+@partial(jax.jit, static_argnums=(2,))
+def _cross_entropy_grad_impl(logits, targets, axis):
+  dtype = _checks.compute_dtype(logits.dtype)
+  z = jnp.moveaxis(logits.astype(dtype), axis, -1)
+  t = jnp.moveaxis(targets.astype(dtype), axis, -1)
+  _, m, log_s, one_minus_ymax, _, count = _row_stats(z, None)
+  dz, _ = _soft_grad(z, t, None, m, log_s, one_minus_ymax, count, 0.0)
+  return jnp.moveaxis(dz, -1, axis).astype(logits.dtype)
+
+
+def cross_entropy_grad(logits: ArrayLike, targets: ArrayLike, axis: int = -1) -> jax.Array:
+  r"""The lecture's analytic per-example gradient :math:`\partial\xi/\partial z = y - t`.
+
+  Computed as :math:`(\sum_c t_c)\, y - t`, which is ``softmax(logits) − targets``
+  for probability vectors and the exact gradient of :func:`cross_entropy`
+  (``reduction="sum"``) for any non-negative targets.  The component of the
+  true class uses an accurately summed ``1 − y_t``, so the row sums to zero to
+  within a few ulps even in the tails.
+
+  Args:
+    logits: ``[..., C, ...]``.
+    targets: probability vectors, same shape.
+    axis: the class axis.
+
+  Returns:
+    The gradient, shape and dtype of ``logits``; 0 at ``-inf`` logits.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from softmax_jax import cross_entropy_grad
+    >>> cross_entropy_grad(jnp.array([0.0, 0.0], jnp.float32), jnp.array([1.0, 0.0]))
+    Array([-0.5,  0.5], dtype=float32)
+  """
+  fn = "cross_entropy_grad"
+  logits = _checks.float_array(logits, "logits", fn)
+  targets = _targets_array(targets, logits, fn)
+  (ax,) = _checks.axes(axis, logits.ndim, fn, allow_tuple=False)
+  return _cross_entropy_grad_impl(logits, targets, ax)
+
+
+# ---------------------------------------------------------------------------
+# Integer labels
+# ---------------------------------------------------------------------------
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _int_xent(z, labels, weights, where, eps, ignore_index):
+  return _int_xent_fwd(z, labels, weights, where, eps, ignore_index)[0]
+
+
+def _label_info(labels, num_classes, ignore_index):
+  """``(safe index, in range, ignored)`` for integer labels."""
+  in_range = (labels >= 0) & (labels < num_classes)
+  ignored = jnp.zeros_like(in_range) if ignore_index is None else labels == ignore_index
+  return jnp.where(in_range, labels, 0), in_range, ignored
+
+
+def _take(x, index):
+  return jnp.take_along_axis(x, index[..., None], axis=-1)[..., 0]
+
+
+def _int_xent_fwd(z, labels, weights, where, eps, ignore_index):
+  shifted, m, log_s, one_minus_ymax, valid, count = _row_stats(z, where)
+  safe, in_range, ignored = _label_info(labels, z.shape[-1], ignore_index)
+  nll = log_s[..., 0] - _take(shifted, safe)  # −log y_t
+  w_t = jnp.ones_like(nll) if weights is None else weights[safe]
+  # PyTorch semantics: (1 − ε) w_t (−log y_t) + (ε/K) Σ_c w_c (−log y_c).
+  loss = (1 - eps) * w_t * nll
+  wsum = None
+  if eps > 0:
+    wc = jnp.ones_like(z) if weights is None else jnp.broadcast_to(weights, z.shape)
+    wsum = jnp.sum(jnp.where(valid, wc, 0), axis=-1, keepdims=True)
+    smooth = jnp.sum(jnp.where(valid, wc * (log_s - shifted), 0), axis=-1)
+    loss = loss + eps * smooth / _per_row_denominator(count[..., 0])
+  row_ok = count[..., 0] > 0
+  counted = row_ok & ~ignored
+  bad = counted & ~(in_range & _take(valid, safe))
+  loss = jnp.where(bad, jnp.nan, jnp.where(counted, loss, 0))
+  weight = jnp.where(counted, w_t, 0)
+  res = (z, labels, weights, where, m, log_s, one_minus_ymax, count, wsum, nll)
+  return (loss, weight), res
+
+
+def _int_xent_bwd(eps, ignore_index, res, cts):
+  z, labels, weights, where, m, log_s, one_minus_ymax, count, wsum, nll = res
+  g_loss, g_weight = cts
+  y, one_minus_y, valid = _probs(z, where, m, log_s, one_minus_ymax)
+  safe, in_range, ignored = _label_info(labels, z.shape[-1], ignore_index)
+  w_t = jnp.ones_like(nll) if weights is None else weights[safe]
+  is_t = lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1) == safe[..., None]
+  # ∂ξ/∂z_c = (1 − ε) w_t (y_c − δ_ct) + (ε/K)(W y_c − w_c), W = Σ_valid w.
+  dz = ((1 - eps) * w_t)[..., None] * jnp.where(is_t, -one_minus_y, y)
+  coef = eps / _per_row_denominator(count)
+  if eps > 0:
+    wc = jnp.ones_like(z) if weights is None else jnp.broadcast_to(weights, z.shape)
+    dz = dz + coef * (wsum * y - wc)
+  row_ok = count[..., 0] > 0
+  counted = row_ok & ~ignored
+  bad = counted & ~(in_range & _take(valid, safe))
+  keep = valid & counted[..., None]
+  dz = jnp.where(keep, dz * g_loss[..., None], 0)
+  dz = jnp.where(bad[..., None], jnp.nan, dz)
+  dw = None
+  if weights is not None:
+    g = jnp.where(bad, jnp.nan, jnp.where(counted, g_loss, 0))
+    per_t = g * (1 - eps) * jnp.where(counted, nll, 0) + jnp.where(counted, g_weight, 0)
+    dw = jnp.zeros_like(weights).at[safe.ravel()].add(per_t.ravel())
+    if eps > 0:
+      neg_log_y = jnp.where(valid, log_s - (z - m), 0)
+      per_c = (g[..., None] * coef) * neg_log_y
+      dw = dw + jnp.sum(per_c.reshape(-1, z.shape[-1]), axis=0)
+  return dz, None, dw, None
+
+
+_int_xent.defvjp(_int_xent_fwd, _int_xent_bwd)
+
+
+@partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _int_impl(logits, labels, class_weights, where, axis, eps, ignore_index, reduction):
+  dtype = _checks.compute_dtype(logits.dtype)
+  z = jnp.moveaxis(logits.astype(dtype), axis, -1)
+  w = None if where is None else jnp.moveaxis(where, axis, -1)
+  cw = None if class_weights is None else class_weights.astype(dtype)
+  loss, weight = _int_xent(z, labels, cw, w, eps, ignore_index)
+  return _reduce(loss, weight, reduction)
+
+
+def _labels_array(labels, logits, axis, axis_arg, fn):
+  labels = jnp.asarray(labels)
+  if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_:
+    raise TypeError(
+        f"{fn}: labels must be an integer array of class indices, got dtype {labels.dtype}; "
+        "for probability targets use cross_entropy."
+    )
+  expected = logits.shape[:axis] + logits.shape[axis + 1 :]
+  if labels.shape != expected:
+    raise ValueError(
+        f"{fn}: labels has shape {labels.shape} but logits has shape {logits.shape} with "
+        f"axis={axis_arg}, so labels must have shape {expected}."
+    )
+  return labels
+
+
+def cross_entropy_with_integer_labels(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    axis: int = -1,
+    *,
+    where: ArrayLike | None = None,
+    class_weights: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> jax.Array:
+  r"""Cross-entropy with integer class labels, with PyTorch's ``F.cross_entropy`` semantics.
+
+  For an example with label ``t``, class weights ``w`` and smoothing ``ε``:
+
+  .. math::
+    \xi = (1-\varepsilon)\, w_t\, (-\log y_t)
+          + \frac{\varepsilon}{K} \sum_{c} w_c\, (-\log y_c)
+
+  with ``K`` the number of valid classes (``C`` when nothing is masked).
+  ``reduction="mean"`` divides the summed loss by the summed ``w_t`` of the
+  counted examples (not ignored, with a valid class); 0 when none counts.
+  The gradient is the lecture's ``y − t`` with the weights and smoothing
+  folded in, and no one-hot array is ever built.
+
+  Args:
+    logits: ``[..., C, ...]`` with the classes at ``axis``.
+    labels: integer class indices, shape of ``logits`` without ``axis``.
+    axis: the class axis.
+    where: optional boolean mask broadcastable to ``logits``.
+    class_weights: optional ``[C]`` weights (differentiable).
+    ignore_index: a label value whose examples get loss 0, gradient 0 and do
+      not count in the mean (PyTorch uses -100).
+    label_smoothing: ``ε`` in ``[0, 1]``.
+    reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+  Returns:
+    The loss (float32 for half-precision logits).
+
+  A label outside ``[0, C)`` (other than ``ignore_index``), or pointing at a
+  masked or ``-inf`` class, makes that example's loss and gradient NaN: never
+  a clamped value.  Check labels at the data boundary with
+  :func:`validate_labels`.  A row with no valid class has loss 0 whatever its
+  label.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from softmax_jax import cross_entropy_with_integer_labels
+    >>> logits = jnp.array([[0.0, 0.0], [0.0, -jnp.inf]], jnp.float32)
+    >>> float(cross_entropy_with_integer_labels(logits, jnp.array([1, 0])))
+    0.3465735...
+  """
+  fn = "cross_entropy_with_integer_labels"
+  logits = _checks.float_array(logits, "logits", fn)
+  (ax,) = _checks.axes(axis, logits.ndim, fn, allow_tuple=False)
+  labels = _labels_array(labels, logits, ax, axis, fn)
+  where = _checks.where_mask(where, logits.shape, fn, "logits")
+  num_classes = logits.shape[ax]
+  if class_weights is not None:
+    class_weights = _checks.float_array(class_weights, "class_weights", fn)
+    if class_weights.shape != (num_classes,):
+      raise ValueError(
+          f"{fn}: class_weights has shape {class_weights.shape} but logits has shape "
+          f"{logits.shape} with axis={axis}, so class_weights must have shape ({num_classes},)."
+      )
+  if ignore_index is not None:
+    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
+      raise TypeError(f"{fn}: ignore_index must be an int or None, got {ignore_index!r}.")
+    ignore_index = int(ignore_index)
+  eps = _checks.label_smoothing(label_smoothing, fn)
+  reduction = _checks.reduction(reduction, fn)
+  return _int_impl(logits, labels, class_weights, where, ax, eps, ignore_index, reduction)
+
+
+# ---------------------------------------------------------------------------
+# Binary cross-entropy (the lecture's logistic-regression cost J(θ))
+# ---------------------------------------------------------------------------
+
+
+def _xlogy_free(coef, value):
+  """``coef * value`` that is 0 whenever ``coef`` is 0, even if ``value`` is inf."""
+  return jnp.where(coef == 0, 0, coef * value)
+
+
+@jax.custom_vjp
+def _bce(z, y):
+  # −[y log h + (1 − y) log(1 − h)] with h = σ(z), written as
+  # y softplus(−z) + (1 − y) softplus(z): two non-negative terms, no cancellation.
+  return _xlogy_free(y, jax.nn.softplus(-z)) + _xlogy_free(1 - y, jax.nn.softplus(z))
+
+
+def _bce_fwd(z, y):
+  return _bce(z, y), (z, y)
+
+
+def _bce_bwd(res, g):
+  z, y = res
+  # Lecture: ∂J/∂z = h − y = (1 − y) σ(z) − y σ(−z); ∂/∂y = softplus(−z) − softplus(z) = −z.
+  dz = (1 - y) * lax.logistic(z) - y * lax.logistic(-z)
+  return g * dz, -g * z
+
+
+_bce.defvjp(_bce_fwd, _bce_bwd)
+
+
+@partial(jax.jit, static_argnums=(2,))
+def _bce_impl(logits, labels, reduction):
+  dtype = _checks.compute_dtype(logits.dtype)
+  loss = _bce(logits.astype(dtype), labels.astype(dtype))
+  return _reduce(loss, jnp.ones_like(loss), reduction)
+
+
+def binary_cross_entropy(
+    logits: ArrayLike, labels: ArrayLike, *, reduction: str = "mean"
+) -> jax.Array:
+  r"""Logistic-regression cost of the lecture, computed stably from logits.
+
+  .. math::
+    J = -\frac{1}{m}\sum_i \big[y^{(i)} \log h^{(i)} + (1 - y^{(i)}) \log(1 - h^{(i)})\big],
+    \qquad h = \sigma(z), \qquad \frac{\partial J}{\partial z^{(i)}} = \frac{h^{(i)} - y^{(i)}}{m}
+
+  Args:
+    logits: ``z``, any shape.
+    labels: ``y`` in ``[0, 1]`` (hard or soft), same shape as ``logits``.
+    reduction: ``"mean"`` (over all elements), ``"sum"`` or ``"none"``.
+
+  Returns:
+    The loss, float32 for half-precision logits.  Finite for every finite
+    logit; a logit of ``∓inf`` with the matching label gives loss 0.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from softmax_jax import binary_cross_entropy
+    >>> float(binary_cross_entropy(jnp.array([0.0], jnp.float32), jnp.array([1.0])))
+    0.6931471...
+  """
+  fn = "binary_cross_entropy"
+  logits = _checks.float_array(logits, "logits", fn)
+  labels = jnp.asarray(labels)
+  if not (jnp.issubdtype(labels.dtype, jnp.floating) or jnp.issubdtype(labels.dtype, jnp.integer)
+          or labels.dtype == jnp.bool_):
+    raise TypeError(f"{fn}: labels must be real numbers in [0, 1], got dtype {labels.dtype}.")
+  _checks.same_shape(labels, "labels", logits, "logits", fn)
+  reduction = _checks.reduction(reduction, fn)
+  return _bce_impl(logits, labels, reduction)
+
+
+# ---------------------------------------------------------------------------
+# Host-side label check
+# ---------------------------------------------------------------------------
+
+
+def validate_labels(labels, num_classes: int, *, ignore_index: int | None = None,
+                    max_listed: int = 10) -> np.ndarray:
+  """Checks integer labels on the host and raises ``ValueError`` listing bad positions.
+
+  Use it where data enters a program: inside ``jit`` an out-of-range label
+  can only make the loss NaN, while this names the offending entries.
+
+  Args:
+    labels: integer class indices (any array-like, any shape).
+    num_classes: ``C``; valid labels are ``0 ≤ label < C``.
+    ignore_index: a value that is allowed besides the valid labels.
+    max_listed: how many offending positions the message lists.
+
+  Returns:
+    The labels as a NumPy array, unchanged, when they are valid.
+
+  Examples:
+    >>> from softmax_jax import validate_labels
+    >>> validate_labels([0, 2, 1], 3)
+    array([0, 2, 1])
+  """
+  arr = np.asarray(labels)
+  if not np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
+    raise TypeError(f"validate_labels: labels must be integers, got dtype {arr.dtype}.")
+  if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+    raise ValueError(f"validate_labels: num_classes must be a positive int, got {num_classes!r}.")
+  bad = (arr < 0) | (arr >= num_classes)
+  if ignore_index is not None:
+    bad &= arr != ignore_index
+  if bad.any():
+    positions = np.argwhere(bad)
+    listed = ", ".join(
+        f"labels[{', '.join(map(str, p))}] = {arr[tuple(p)]}" for p in positions[:max_listed]
+    )
+    more = f" and {len(positions) - max_listed} more" if len(positions) > max_listed else ""
+    allowed = f"[0, {num_classes})" + ("" if ignore_index is None else f" or {ignore_index}")
+    raise ValueError(
+        f"validate_labels: {len(positions)} label(s) outside {allowed}: {listed}{more}."
+    )
+  return arr
