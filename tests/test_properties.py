@@ -10,8 +10,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference as ref
 import softmax_jax as sj
+
+import reference as ref
 from _util import f64
 
 SHAPES = [(5,), (3, 4), (2, 3, 5), (1, 17)]
