@@ -367,6 +367,10 @@ def test_float16_many_classes(rng):
   want[np.arange(2), np.asarray(y)] -= 1
   want /= 2
   np.testing.assert_allclose(f64(g), want, rtol=2e-3, atol=1e-7)
+  flat = jnp.zeros((2, c), jnp.float16)
+  val, g = jax.value_and_grad(sj.cross_entropy_with_integer_labels)(flat, y)
+  np.testing.assert_allclose(val, np.log(c), rtol=1e-6)
+  assert np.all(np.isfinite(f64(g)))
 
 
 def test_all_ignored_mean_is_zero(rng):

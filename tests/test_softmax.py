@@ -167,6 +167,12 @@ def test_float16_many_classes_is_finite_and_accurate(rng):
   want = -ref.softmax(x)
   want[0] += 1
   np.testing.assert_allclose(f64(g), want, rtol=2e-3, atol=1e-6)
+  # equal logits: the float16 sum of 2^17 ones overflows (jax.nn.log_softmax gives -inf here)
+  flat = jnp.zeros((c,), jnp.float16)
+  np.testing.assert_allclose(f64(sj.log_softmax(flat)), -np.log(c), rtol=1e-3)
+  np.testing.assert_allclose(f64(sj.softmax(flat)), 1.0 / c, rtol=1e-3)
+  g = jax.grad(lambda x: sj.log_softmax(x)[0].astype(jnp.float32))(flat)
+  np.testing.assert_allclose(f64(g[1:]), -1.0 / c, rtol=1e-3)
 
 
 def test_temperature_divides_logits(rng):
