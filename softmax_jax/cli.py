@@ -23,10 +23,11 @@ def _demo(args: argparse.Namespace) -> int:
   label = int(rng.integers(args.classes))
   t = jax.nn.one_hot(label, args.classes, dtype=z.dtype)
   y = sj.softmax(z)
-  np.set_printoptions(precision=4, suppress=True)
+  fmt = {"float_kind": lambda v: f"{v:.4f}"}
   print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}), float64")
-  print(f"logits z          = {np.asarray(z)}")
-  print(f"softmax y         = {np.asarray(y)}   (sum = {float(y.sum()):.15f})")
+  print(f"logits z          = {np.array2string(np.asarray(z), formatter=fmt)}")
+  print(f"softmax y         = {np.array2string(np.asarray(y), formatter=fmt)}"
+        f"   (sum = {float(y.sum()):.15f})")
   print(f"label t           = {label}")
   print(f"loss ξ = −log y_t = {float(sj.cross_entropy_with_integer_labels(z, label)):.6f}")
 
