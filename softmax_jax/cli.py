@@ -55,6 +55,42 @@ def _demo(args: argparse.Namespace) -> int:
   return 0 if ok else 1
 
 
+def _csv(kind):
+  return lambda text: tuple(kind(t) for t in text.split(",") if t)
+
+
+def _verify(args: argparse.Namespace) -> int:
+  import dataclasses
+  import json
+
+  from . import _suite
+
+  spec = dict(_suite.QUICK if args.quick else _suite.FULL)
+  for key in ("dtypes", "classes", "scales"):
+    if getattr(args, key):
+      spec[key] = getattr(args, key)
+  unknown = set(args.functions or ()) - set(_suite.CHECKS)
+  if unknown:
+    print(f"softmax-jax verify: unknown --functions {sorted(unknown)}; "
+          f"choose from {sorted(_suite.CHECKS)}", file=sys.stderr)
+    return 2
+
+  def progress(i, n, point):
+    print(f"[{i + 1}/{n}] dtype={point[0]} C={point[1]} scale={point[2]}", file=sys.stderr,
+          flush=True)
+
+  rows = _suite.run(spec, args.functions, progress)
+  shown = rows if args.all else [r for r in rows if r.impl == "softmax_jax"]
+  print(_suite.format_table(shown))
+  line = _suite.summary(rows)
+  print(line)
+  if args.json:
+    with open(args.json, "w") as fh:
+      json.dump({"spec": spec, "summary": line, "rows": [dataclasses.asdict(r) for r in rows]},
+                fh, indent=1)
+  return 1 if any(r.status == "FAIL" for r in rows) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog="softmax-jax",
@@ -66,6 +102,16 @@ def main(argv: list[str] | None = None) -> int:
   demo.add_argument("--scale", type=float, default=2.0, help="logit scale (default 2)")
   demo.add_argument("--seed", type=int, default=0)
   demo.set_defaults(func=_demo)
+  verify = sub.add_parser(
+      "verify", help="check every function and derivative against a float64 reference")
+  verify.add_argument("--quick", action="store_true", help="a small grid that runs in seconds")
+  verify.add_argument("--json", metavar="PATH", help="write every row (ours and baselines)")
+  verify.add_argument("--all", action="store_true", help="also print the jax.nn/optax rows")
+  verify.add_argument("--functions", type=_csv(str), help="comma-separated subset")
+  verify.add_argument("--dtypes", type=_csv(str), help="e.g. float32,bfloat16")
+  verify.add_argument("--classes", type=_csv(int), help="e.g. 2,10,1000")
+  verify.add_argument("--scales", type=_csv(str), help="e.g. 1,100,-inf,masked")
+  verify.set_defaults(func=_verify)
   args = parser.parse_args(argv)
   if args.command is None:
     args = parser.parse_args(["demo", *(argv or [])])
