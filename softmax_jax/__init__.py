@@ -16,3 +16,10 @@ from ._softmax import sigmoid_derivative as sigmoid_derivative
 from ._softmax import softmax as softmax
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "binary_cross_entropy", "cross_entropy", "cross_entropy_grad",
+    "cross_entropy_with_integer_labels", "log_sigmoid", "log_softmax", "logsumexp", "sigmoid",
+    "sigmoid_derivative", "softmax", "softmax_jacobian", "softmax_jvp", "softmax_vjp",
+    "validate_labels",
+]

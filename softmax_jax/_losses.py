@@ -4,17 +4,17 @@ Lecture: ``ξ(t, z) = −Σ_c t_c log y_c`` with ``y = softmax(z)``, and
 ``∂ξ/∂z_i = y_i − t_i``.  For targets that do not sum to one (smoothing with
 weights, say) the same derivation gives ``∂ξ/∂z = (Σ_c t_c) y − t``.
 
-Every loss here is a ``jax.custom_vjp`` whose backward pass is that formula.
-The forward pass saves only per-row statistics (row max, log of the
-normaliser, ``1 − max_c y_c``, counts): O(N) residuals next to the inputs, so
-the backward pass recomputes ``y`` from the logits instead of storing it.
+Every loss here is a ``jax.custom_vjp``.  The forward pass saves the row max
+``m`` and ``log Σ_c e^{z_c − m}`` (O(N) numbers next to the inputs); the
+backward pass recomputes ``y`` from the logits and writes ``g·((Σ t) y − t)``.
 
-``1 − y_t`` is the one quantity that autodiff computes badly: when ``y_t`` is
-close to 1 the subtraction cancels (float64 logits ``[40, 0]`` give ``0``
-instead of ``4.2e-18``) and the gradient no longer sums to zero.  The forward
-pass therefore keeps ``1 − max_c y_c = Σ_{c ≠ argmax} e^{z_c − m} / Σ_c e^{z_c − m}``,
-summed without the dominant term, and the backward pass uses it wherever
-``y_c > 1/2`` (only the unique argmax can exceed one half).
+``1 − y_t`` is the one quantity that plain autodiff computes badly: when
+``y_t`` is close to 1 the subtraction cancels (float64 logits ``[40, 0]`` give
+``0`` instead of ``4.2e-18``) and the gradient no longer sums to zero.  The
+gradient of a valid row sums to zero exactly (``Σ_c ((Σt) y_c − t_c) = 0``),
+so the backward pass writes every other entry first and sets the dominant one
+(the label, or for probability targets the class with ``y > 1/2``) to minus
+their sum: accurate to the last bits and summing to zero by construction.
 """
 
 from __future__ import annotations
@@ -28,32 +28,51 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from . import _checks
-from ._softmax import log_normaliser, shifted_logits, valid_mask
 
 # ---------------------------------------------------------------------------
-# Row statistics shared by the forward and backward passes (class axis last).
+# Helpers (class axis last)
 # ---------------------------------------------------------------------------
 
 
-def _row_stats(z, where):
-  """Returns ``(z − m, m, log s, 1 − max y, valid, count of valid)``, rows kept."""
-  shifted, m, valid = shifted_logits(z, -1, where)
-  log_s, others, s = log_normaliser(shifted, -1)
-  # 1 − max_c y_c = (s − e_max)/s, summed without the dominant term.
-  one_minus_ymax = others / jnp.where(s > 0, s, 1)
-  count = jnp.sum(valid, axis=-1, keepdims=True).astype(z.dtype)
-  return shifted, m, log_s, one_minus_ymax, valid, count
+def _nonzero(s):
+  """``s`` with exact zeros (rows without a valid class) read as 1; NaN stays NaN."""
+  return jnp.where(s == 0, jnp.ones_like(s), s)
 
 
-def _probs(z, where, m, log_s, one_minus_ymax):
-  """``y`` and an accurate ``1 − y`` recomputed from the saved row statistics."""
-  valid = valid_mask(z, where)
-  y = jnp.where(valid, jnp.exp((z - m) - log_s), 0)
-  return y, jnp.where(y > 0.5, one_minus_ymax, 1 - y), valid
+def _lse_parts(z, where):
+  """``(masked z, m, log s, row_ok)``: the row max ``m`` and ``log Σ_c e^{z_c − m}``.
+
+  Written as the plain ``log Σ exp(z − max z)`` so that XLA fuses it; rows
+  without a valid class (NaN there) are cleaned up afterwards on the per-row
+  values only: ``m = log s = 0`` and ``row_ok`` false.  ``m`` is a constant
+  for differentiation.
+  """
+  zm = z if where is None else jnp.where(where, z, -jnp.inf)
+  m_raw = lax.stop_gradient(jnp.max(zm, axis=-1, keepdims=True))
+  log_s = jnp.log(jnp.sum(jnp.exp(zm - m_raw), axis=-1, keepdims=True))
+  row_ok = m_raw != -jnp.inf
+  zero = jnp.zeros_like(m_raw)
+  return zm, jnp.where(row_ok, m_raw, zero), jnp.where(row_ok, log_s, zero), row_ok
 
 
-def _per_row_denominator(count):
-  return jnp.where(count > 0, count, 1)
+def _probs(zm, m, log_s):
+  """``y = exp((z − m) − log s)``; ``m`` and ``log s`` kept apart so huge logits keep ``log s``."""
+  return jnp.exp((zm - m) - log_s)
+
+
+def _zero_sum_patch(grad, dominant):
+  """Sets the (at most one per row) ``dominant`` entry to minus the sum of the others.
+
+  A valid row of ``(Σt) y − t`` sums to zero, so this is exact, and it avoids
+  the cancellation of ``y_t − 1`` when ``y_t ≈ 1``.
+  """
+  others = jnp.where(dominant, jnp.zeros_like(grad), grad)
+  return jnp.where(dominant, -jnp.sum(others, axis=-1, keepdims=True), others)
+
+
+def _count(valid, dtype):
+  """Number of valid classes per row, as a float sum."""
+  return jnp.sum(jnp.where(valid, jnp.ones((), dtype), jnp.zeros((), dtype)), -1, keepdims=True)
 
 
 def _reduce(per_example, weight, reduction):
@@ -66,31 +85,39 @@ def _reduce(per_example, weight, reduction):
   return total / jnp.where(denominator > 0, denominator, 1)
 
 
+def _finish(value, row_ok, bad):
+  """0 on rows without a valid class, NaN on rows with an invalid label or target."""
+  return jnp.where(bad, jnp.nan, jnp.where(row_ok, value, 0))
+
+
 # ---------------------------------------------------------------------------
 # Probability targets
 # ---------------------------------------------------------------------------
 
 
-def _smoothed(t, valid, count, eps):
-  """``(1 − ε) t + ε u`` with ``u`` uniform over the row's valid classes."""
-  if eps == 0:
-    return t
-  return (1 - eps) * t + eps * valid.astype(t.dtype) / _per_row_denominator(count)
+def _smoothed(t, valid, eps):
+  """``(1 − ε) t + ε u`` with ``u`` uniform over the row's valid classes; 0 elsewhere."""
+  if eps > 0:
+    t = (1 - eps) * t + eps * jnp.where(valid, 1.0, 0.0).astype(t.dtype) / _nonzero(
+        _count(valid, t.dtype))
+  return jnp.where(valid, t, 0)
 
 
-def _soft_grad(z, t, where, m, log_s, one_minus_ymax, count, eps):
-  """``∂ξ/∂z = (Σ t') y − t'`` and ``∂ξ/∂t`` per row, NaN rows for invalid targets."""
-  y, one_minus_y, valid = _probs(z, where, m, log_s, one_minus_ymax)
-  ts = _smoothed(t, valid, count, eps)
-  total = jnp.sum(ts, axis=-1, keepdims=True)
-  # (Σ t') y_c − t'_c = y_c (Σ t' − t'_c) − t'_c (1 − y_c): each term accurate.
-  dz = y * (total - ts) - ts * one_minus_y
-  dt = (1 - eps) * ((z - m) - log_s)
-  keep = valid & (count > 0)
-  dz = jnp.where(keep, dz, 0)
-  dt = -jnp.where(keep, dt, 0)
-  bad = jnp.any(~valid & (t != 0), axis=-1, keepdims=True) & (count > 0)
-  return jnp.where(bad, jnp.nan, dz), jnp.where(bad, jnp.nan, dt)
+def _soft_stats(z, t, where, eps):
+  zm, m, log_s, row_ok = _lse_parts(z, where)
+  valid = zm != -jnp.inf
+  ts = _smoothed(t, valid, eps)
+  total = jnp.sum(ts, -1, keepdims=True)
+  # target mass on a masked or −inf class: the loss is undefined
+  bad = (jnp.sum(jnp.where(valid, 0, jnp.abs(t)), -1, keepdims=True) > 0) & row_ok
+  return zm, m, log_s, row_ok, valid, ts, total, bad
+
+
+def _soft_grad(zm, m, log_s, valid, ts, total):
+  """``(Σ t) y − t`` with the dominant class (``y > 1/2``) patched to keep the row sum 0."""
+  y = _probs(zm, m, log_s)
+  grad = jnp.where(valid, total * y - ts, 0)
+  return _zero_sum_patch(grad, y > 0.5)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -99,22 +126,23 @@ def _soft_xent(z, t, where, eps):
 
 
 def _soft_xent_fwd(z, t, where, eps):
-  shifted, m, log_s, one_minus_ymax, valid, count = _row_stats(z, where)
-  ts = _smoothed(t, valid, count, eps)
-  # ξ = −Σ_c t'_c log y_c, with log y_c = (z_c − m) − log s on valid classes.
-  loss = -jnp.sum(jnp.where(valid, ts * (shifted - log_s), 0), axis=-1)
-  row_ok = count[..., 0] > 0
-  bad = jnp.any(~valid & (t != 0), axis=-1) & row_ok
-  loss = jnp.where(bad, jnp.nan, jnp.where(row_ok, loss, 0))
-  counted = row_ok.astype(z.dtype)
-  return (loss, counted), (z, t, where, m, log_s, one_minus_ymax, count)
+  zm, m, log_s, row_ok, valid, ts, total, bad = _soft_stats(z, t, where, eps)
+  # ξ = Σ_c t_c (log s − (z_c − m)): two non-negative sums, no cancellation.
+  loss = total * log_s - jnp.sum(jnp.where(valid, ts * (zm - m), 0), -1, keepdims=True)
+  loss = _finish(loss, row_ok, bad)[..., 0]
+  return (loss, row_ok[..., 0].astype(z.dtype)), (z, t, where, m, log_s, row_ok, bad)
 
 
 def _soft_xent_bwd(eps, res, cts):
-  z, t, where, m, log_s, one_minus_ymax, count = res
+  z, t, where, m, log_s, row_ok, bad = res
+  zm = z if where is None else jnp.where(where, z, -jnp.inf)
+  valid = zm != -jnp.inf
+  ts = _smoothed(t, valid, eps)
+  total = jnp.sum(ts, -1, keepdims=True)
   g = cts[0][..., None]
-  dz, dt = _soft_grad(z, t, where, m, log_s, one_minus_ymax, count, eps)
-  return g * dz, g * dt, None
+  dz = _finish(g * _soft_grad(zm, m, log_s, valid, ts, total), row_ok, bad)
+  dt = _finish(-(1 - eps) * g * jnp.where(valid, (zm - m) - log_s, 0), row_ok, bad)
+  return dz, dt, None
 
 
 _soft_xent.defvjp(_soft_xent_fwd, _soft_xent_bwd)
@@ -200,9 +228,9 @@ def _cross_entropy_grad_impl(logits, targets, axis):
   dtype = _checks.compute_dtype(logits.dtype)
   z = jnp.moveaxis(logits.astype(dtype), axis, -1)
   t = jnp.moveaxis(targets.astype(dtype), axis, -1)
-  _, m, log_s, one_minus_ymax, _, count = _row_stats(z, None)
-  dz, _ = _soft_grad(z, t, None, m, log_s, one_minus_ymax, count, 0.0)
-  return jnp.moveaxis(dz, -1, axis).astype(logits.dtype)
+  zm, m, log_s, row_ok, valid, ts, total, bad = _soft_stats(z, t, None, 0.0)
+  d = _finish(_soft_grad(zm, m, log_s, valid, ts, total), row_ok, bad)
+  return jnp.moveaxis(d, -1, axis).astype(logits.dtype)
 
 
 def cross_entropy_grad(logits: ArrayLike, targets: ArrayLike, axis: int = -1) -> jax.Array:
@@ -257,54 +285,55 @@ def _take(x, index):
 
 
 def _int_xent_fwd(z, labels, weights, where, eps, ignore_index):
-  shifted, m, log_s, one_minus_ymax, valid, count = _row_stats(z, where)
+  zm, m, log_s, row_ok = _lse_parts(z, where)
   safe, in_range, ignored = _label_info(labels, z.shape[-1], ignore_index)
-  nll = log_s[..., 0] - _take(shifted, safe)  # −log y_t
+  sh_t = _take(zm, safe) - m[..., 0]  # z_t − m
+  nll = log_s[..., 0] - sh_t  # −log y_t
   w_t = jnp.ones_like(nll) if weights is None else weights[safe]
   # PyTorch semantics: (1 − ε) w_t (−log y_t) + (ε/K) Σ_c w_c (−log y_c).
   loss = (1 - eps) * w_t * nll
-  wsum = None
+  smooth = None
   if eps > 0:
+    valid = zm != -jnp.inf
     wc = jnp.ones_like(z) if weights is None else jnp.broadcast_to(weights, z.shape)
-    wsum = jnp.sum(jnp.where(valid, wc, 0), axis=-1, keepdims=True)
-    smooth = jnp.sum(jnp.where(valid, wc * (log_s - shifted), 0), axis=-1)
-    loss = loss + eps * smooth / _per_row_denominator(count[..., 0])
-  row_ok = count[..., 0] > 0
-  counted = row_ok & ~ignored
-  bad = counted & ~(in_range & _take(valid, safe))
+    wv = jnp.where(valid, wc, 0)
+    coef = eps / _nonzero(_count(valid, z.dtype))
+    neg_log_y = jnp.where(valid, log_s - (zm - m), 0)
+    loss = loss + coef[..., 0] * jnp.sum(wv * neg_log_y, -1)
+    smooth = (coef, jnp.sum(wv, -1, keepdims=True))
+  counted = row_ok[..., 0] & ~ignored
+  bad = counted & ~(in_range & (sh_t != -jnp.inf))
   loss = jnp.where(bad, jnp.nan, jnp.where(counted, loss, 0))
-  weight = jnp.where(counted, w_t, 0)
-  res = (z, labels, weights, where, m, log_s, one_minus_ymax, count, wsum, nll)
-  return (loss, weight), res
+  res = (z, safe, weights, where, m, log_s, nll, counted, bad, smooth)
+  return (loss, jnp.where(counted, w_t, 0)), res
 
 
 def _int_xent_bwd(eps, ignore_index, res, cts):
-  z, labels, weights, where, m, log_s, one_minus_ymax, count, wsum, nll = res
+  z, safe, weights, where, m, log_s, nll, counted, bad, smooth = res
   g_loss, g_weight = cts
-  y, one_minus_y, valid = _probs(z, where, m, log_s, one_minus_ymax)
-  safe, in_range, ignored = _label_info(labels, z.shape[-1], ignore_index)
+  zm = z if where is None else jnp.where(where, z, -jnp.inf)
+  y = _probs(zm, m, log_s)
   w_t = jnp.ones_like(nll) if weights is None else weights[safe]
-  is_t = lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1) == safe[..., None]
-  # ∂ξ/∂z_c = (1 − ε) w_t (y_c − δ_ct) + (ε/K)(W y_c − w_c), W = Σ_valid w.
-  dz = ((1 - eps) * w_t)[..., None] * jnp.where(is_t, -one_minus_y, y)
-  coef = eps / _per_row_denominator(count)
-  if eps > 0:
+  g = jnp.where(bad, jnp.nan, jnp.where(counted, g_loss, 0))
+  # ∂ξ/∂z_c = (1 − ε) w_t (y_c − δ_ct) + (ε/K)(W y_c − w_c); the label's entry is
+  # written as minus the sum of the others (the row sums to zero).
+  grad = ((1 - eps) * w_t)[..., None] * y
+  if smooth is not None:
+    coef, wsum = smooth
     wc = jnp.ones_like(z) if weights is None else jnp.broadcast_to(weights, z.shape)
-    dz = dz + coef * (wsum * y - wc)
-  row_ok = count[..., 0] > 0
-  counted = row_ok & ~ignored
-  bad = counted & ~(in_range & _take(valid, safe))
-  keep = valid & counted[..., None]
-  dz = jnp.where(keep, dz * g_loss[..., None], 0)
-  dz = jnp.where(bad[..., None], jnp.nan, dz)
+    grad = grad + coef * (wsum * y - jnp.where(zm != -jnp.inf, wc, 0))
+  # the label's entry is written as minus the sum of the others, in place
+  is_t = lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1) == safe[..., None]
+  others = jnp.where(is_t, 0, g[..., None] * grad).reshape(-1, z.shape[-1])
+  rows = jnp.arange(others.shape[0])
+  dz = others.at[rows, safe.reshape(-1)].set(-jnp.sum(others, -1)).reshape(z.shape)
   dw = None
   if weights is not None:
-    g = jnp.where(bad, jnp.nan, jnp.where(counted, g_loss, 0))
     per_t = g * (1 - eps) * jnp.where(counted, nll, 0) + jnp.where(counted, g_weight, 0)
     dw = jnp.zeros_like(weights).at[safe.ravel()].add(per_t.ravel())
-    if eps > 0:
-      neg_log_y = jnp.where(valid, log_s - (z - m), 0)
-      per_c = (g[..., None] * coef) * neg_log_y
+    if smooth is not None:
+      neg_log_y = jnp.where(zm != -jnp.inf, log_s - (zm - m), 0)
+      per_c = (g[..., None] * smooth[0]) * neg_log_y
       dw = dw + jnp.sum(per_c.reshape(-1, z.shape[-1]), axis=0)
   return dz, None, dw, None
 

@@ -108,7 +108,8 @@ def xent_targets(logits, labels, *, weights=None, ignore_index=None, eps=0.0, wh
   w = np.ones(c) if weights is None else f64(weights)
   labels = np.asarray(labels)
   safe = np.clip(labels, 0, c - 1)
-  onehot = np.eye(c)[safe]
+  onehot = np.zeros(z.shape)
+  np.put_along_axis(onehot, safe[..., None], 1.0, axis=-1)
   q = (1 - eps) * onehot * w[safe][..., None] + eps * v * w / k
   counted = v.any(-1)
   if ignore_index is not None:
@@ -158,3 +159,25 @@ def binary_cross_entropy(logits, labels) -> np.ndarray:
 def binary_cross_entropy_grad(logits, labels) -> np.ndarray:
   """∂/∂z = σ(z) − y (the lecture's h − y)."""
   return sigmoid(logits) - f64(labels)
+
+
+# Magnitudes: Σ|terms| behind each entry of a product, the scale its rounding error is
+# proportional to (used by the verification grid for results that are long reductions).
+
+
+def softmax_jvp_magnitude(x, v, where=None) -> np.ndarray:
+  y = softmax(x, -1, where)
+  av = np.abs(f64(v))
+  return y * (av + np.sum(y * av, -1, keepdims=True))
+
+
+def log_softmax_jvp_magnitude(x, v, where=None) -> np.ndarray:
+  y = softmax(x, -1, where)
+  av = np.abs(f64(v))
+  return av + np.sum(y * av, -1, keepdims=True)
+
+
+def log_softmax_vjp_magnitude(x, u, where=None) -> np.ndarray:
+  y = softmax(x, -1, where)
+  au = np.where(valid(x, where), np.abs(f64(u)), 0.0)
+  return au + y * np.sum(au, -1, keepdims=True)

@@ -29,58 +29,29 @@ from . import _checks
 # ---------------------------------------------------------------------------
 
 
-def valid_mask(x: jax.Array, where: jax.Array | None) -> jax.Array:
-  """True where an entry takes part in the softmax: ``where`` and not ``-inf``.
+def _fix_empty_rows(out, xm, axis, fill):
+  """Rows without a valid entry set to ``fill`` (0 for softmax, ``-inf`` for the logs).
 
-  NaN counts as valid so that it propagates instead of being silently dropped.
+  The fast path is the plain ``exp(x − max) / Σ`` that XLA fuses into one
+  kernel; on a row whose entries are all ``-inf`` it gives NaN.  Such rows
+  show as a NaN in the row's first entry, so that one column is checked and
+  the patch (which recomputes the row max) runs only in a batch that has a
+  NaN there; a NaN coming from a NaN logit is left as it is.
   """
-  valid = x != -jnp.inf
-  return valid if where is None else valid & where
+  first = out
+  for a in sorted((axis,) if isinstance(axis, int) else axis, reverse=True):
+    if first.shape[a] != 1:
+      first = lax.index_in_dim(first, 0, a, keepdims=True)
+
+  def patch(o):
+    empty = jnp.max(xm, axis=axis, keepdims=True) == -jnp.inf
+    return jnp.where(empty, jnp.asarray(fill, o.dtype), o)
+
+  return lax.cond(jnp.any(jnp.isnan(first)), patch, lambda o: o, out)
 
 
-def shifted_logits(x, axis, where):
-  """Returns ``(x − m, m, valid)`` with ``m`` the row max over valid entries.
-
-  ``m`` is held constant for differentiation and replaced by 0 on rows without
-  a finite maximum, so ``x − m`` never produces ``inf − inf``.
-  """
-  valid = valid_mask(x, where)
-  xm = jnp.where(valid, x, -jnp.inf)
-  m = jnp.max(xm, axis=axis, keepdims=True)
-  m = lax.stop_gradient(jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m)))
-  return xm - m, m, valid
-
-
-def _safe_log(s):
-  """log(s) with log(0) read as 0, for rows whose sum is 0 (no valid entry)."""
-  return jnp.log(jnp.where(s > 0, s, jnp.ones_like(s)))
-
-
-def log_normaliser(shifted, axis):
-  """Returns ``(log s, s − e_max, s)`` for ``s = Σ exp(shifted)`` along ``axis``.
-
-  ``s − e_max`` (``e_max`` = one maximal term) is summed without the maximal
-  term(s) (``shifted == 0``, each contributing exactly 1), so
-  ``log s = log1p(s − 1)`` stays accurate when one entry dominates: float32
-  logits ``[0, −10]`` give ``log s = 4.54e-5`` to full precision instead of
-  the 0.04% error of ``log(1.0000454)``.  ``(s − e_max)/s = 1 − max y``.
-  Rows without a finite maximum (empty, or with ``+inf``) fall back to
-  ``log s`` (0 for an empty row).
-
-  The maxima's own derivative is kept: ``expm1(0) = 0`` adds nothing to the
-  value of ``log s`` but carries ``∂e_max``, which the losses differentiate
-  for Hessians.  ``s − e_max`` correctly has no derivative in ``z_max``.
-  """
-  e = jnp.exp(shifted)
-  at_max = shifted == 0
-  zero = jnp.zeros_like(e)
-  n_max = jnp.sum(at_max, axis=axis, keepdims=True).astype(e.dtype)
-  others = jnp.sum(jnp.where(at_max, zero, e), axis=axis, keepdims=True) + (n_max - 1)
-  at_max_part = jnp.sum(jnp.where(at_max, jnp.expm1(shifted), zero), axis=axis, keepdims=True)
-  s = jnp.sum(e, axis=axis, keepdims=True)
-  log_s = jnp.where(n_max > 0, jnp.log1p(jnp.where(n_max > 0, others + at_max_part, 0)),
-                    _safe_log(s))
-  return log_s, others, s
+def _masked(x, where):
+  return x if where is None else jnp.where(where, x, -jnp.inf)
 
 
 def _row_dot(a, b, axis):
@@ -94,10 +65,9 @@ def _row_dot(a, b, axis):
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _softmax(x, axis, where):
-  shifted, _, _ = shifted_logits(x, axis, where)
-  e = jnp.exp(shifted)
-  s = jnp.sum(e, axis=axis, keepdims=True)
-  return e / jnp.where(s > 0, s, jnp.ones_like(s))
+  xm = _masked(x, where)
+  e = jnp.exp(xm - lax.stop_gradient(jnp.max(xm, axis=axis, keepdims=True)))
+  return _fix_empty_rows(e / jnp.sum(e, axis=axis, keepdims=True), xm, axis, 0)
 
 
 @_softmax.defjvp
@@ -177,9 +147,10 @@ def softmax(
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _log_softmax(x, axis, where):
-  shifted, _, valid = shifted_logits(x, axis, where)
-  log_s, _, _ = log_normaliser(shifted, axis)
-  return jnp.where(valid, shifted - log_s, -jnp.inf)
+  xm = _masked(x, where)
+  shifted = xm - lax.stop_gradient(jnp.max(xm, axis=axis, keepdims=True))
+  out = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
+  return _fix_empty_rows(out, xm, axis, -jnp.inf)
 
 
 @_log_softmax.defjvp
@@ -191,7 +162,7 @@ def _log_softmax_jvp(axis, primals, tangents):
   # log y_i = z_i − logsumexp(z): ∂/∂z_j = δ_ij − y_j.  Invalid entries are the
   # constant −inf, so their tangent is 0.
   t = x_dot - _row_dot(y, x_dot, axis)
-  return out, jnp.where(valid_mask(x, where), t, jnp.zeros_like(t))
+  return out, jnp.where(out != -jnp.inf, t, jnp.zeros_like(t))
 
 
 @partial(jax.jit, static_argnums=(1,))
@@ -244,9 +215,10 @@ def log_softmax(
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _logsumexp(x, axis, where):
-  shifted, m, _ = shifted_logits(x, axis, where)
-  log_s, _, s = log_normaliser(shifted, axis)
-  return jnp.where(s > 0, m + log_s, -jnp.inf)
+  xm = _masked(x, where)
+  m = lax.stop_gradient(jnp.max(xm, axis=axis, keepdims=True))
+  out = jnp.log(jnp.sum(jnp.exp(xm - m), axis=axis, keepdims=True)) + m
+  return _fix_empty_rows(out, xm, axis, -jnp.inf)
 
 
 @_logsumexp.defjvp

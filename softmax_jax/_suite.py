@@ -97,7 +97,8 @@ def make_case(dtype: str, classes: int, scale: str) -> Case:
               jnp.asarray(rng.random(classes) + 0.5).astype(jd))
 
 
-# Each check yields (function, variant, method, impl, got, want).
+# Each check yields (function, variant, method, impl, got, want[, magnitude]); the optional
+# magnitude is Σ|terms| behind each entry (see verify.compare).
 Check = Callable[[Case], Iterator[tuple]]
 
 
@@ -105,7 +106,7 @@ def _sum_rows(f):
   return lambda x: jnp.sum(f(x))
 
 
-def _jac_paths(fn, case, jvp_ref, jac_ref=None):
+def _jac_paths(fn, case, jac_ref=None):
   """jacfwd / jacrev paths, dense for small C and as products for large C."""
   x, v = case.x, case.v
   if case.classes <= DENSE_MAX and jac_ref is not None:
@@ -113,8 +114,8 @@ def _jac_paths(fn, case, jvp_ref, jac_ref=None):
     yield "jacfwd", jnp.einsum("bibj->bij", jax.jacfwd(fn)(x)), jac_ref
     yield "jacrev", jnp.einsum("bibj->bij", jax.jacrev(fn)(x)), jac_ref
   else:
-    yield "jacfwd", jax.jvp(fn, (x,), (v,))[1], jvp_ref(v)
-    yield "jacrev", jax.vjp(fn, x)[1](v)[0], None  # filled by the caller (vjp reference)
+    yield "jacfwd", jax.jvp(fn, (x,), (v,))[1], None
+    yield "jacrev", jax.vjp(fn, x)[1](v)[0], None  # J is symmetric: the caller's J v
 
 
 def check_softmax(case: Case):
@@ -124,16 +125,20 @@ def check_softmax(case: Case):
   small = case.classes <= DENSE_MAX
   jac = ref.softmax_jacobian(case.x, m) if small else None
   jv = ref.softmax_jvp(case.x, case.v, m)
+  mag = ref.softmax_jvp_magnitude(case.x, case.v, m)
   if small and w is None:
     yield "softmax_jacobian", "", "analytic", "softmax_jax", softmax_jacobian(case.x), jac
   if w is None:
-    yield "softmax_jvp", "", "analytic", "softmax_jax", softmax_jvp(case.x, case.v), jv
-    yield "softmax_vjp", "", "analytic", "softmax_jax", softmax_vjp(case.x, case.v), jv
+    yield "softmax_jvp", "", "analytic", "softmax_jax", softmax_jvp(case.x, case.v), jv, mag
+    yield "softmax_vjp", "", "analytic", "softmax_jax", softmax_vjp(case.x, case.v), jv, mag
   for impl, f in (("softmax_jax", fx), ("jax.nn", lambda x: jax.nn.softmax(x, where=w))):
-    for method, got, want in _jac_paths(f, case, lambda v: jv, jac):
-      yield "softmax", "", method, impl, got, jv if want is None else want
+    for method, got, want in _jac_paths(f, case, jac):
+      if want is None:
+        yield "softmax", "", method, impl, got, jv, mag
+      else:
+        yield "softmax", "", method, impl, got, want
   if case.dtype == "float64":
-    yield "softmax", "", "fd", "softmax_jax", _fd(fx, case.x, case.v), jv
+    yield "softmax", "", "fd", "softmax_jax", _fd(fx, case.x, case.v), jv, mag
   if w is None and case.scale != "-inf":
     ft = lambda x: softmax(x, temperature=2.0)  # noqa: E731
     yield "softmax", "T=2", "value", "softmax_jax", ft(case.x), ref.softmax(ref.f64(case.x) / 2)
@@ -148,11 +153,14 @@ def check_log_softmax(case: Case):
   for impl, f in (("softmax_jax", lambda x: log_softmax(x, where=w)),
                   ("jax.nn", lambda x: jax.nn.log_softmax(x, where=w))):
     yield "log_softmax", "", "value", impl, f(case.x), ref.log_softmax(case.x, -1, m)
-    yield "log_softmax", "", "jacfwd", impl, jax.jvp(f, (case.x,), (case.v,))[1], want_jvp
-    yield "log_softmax", "", "jacrev", impl, jax.vjp(f, case.x)[1](case.v)[0], want_vjp
+    yield ("log_softmax", "", "jacfwd", impl, jax.jvp(f, (case.x,), (case.v,))[1], want_jvp,
+           ref.log_softmax_jvp_magnitude(case.x, case.v, m))
+    yield ("log_softmax", "", "jacrev", impl, jax.vjp(f, case.x)[1](case.v)[0], want_vjp,
+           ref.log_softmax_vjp_magnitude(case.x, case.v, m))
   if case.dtype == "float64":
     yield ("log_softmax", "", "fd", "softmax_jax", _fd(lambda x: log_softmax(x, where=w),
-                                                       case.x, case.v), want_jvp)
+                                                       case.x, case.v), want_jvp,
+           ref.log_softmax_jvp_magnitude(case.x, case.v, m))
 
 
 def check_logsumexp(case: Case):
@@ -165,7 +173,7 @@ def check_logsumexp(case: Case):
   if case.dtype == "float64":
     f = lambda x: logsumexp(x, where=w)  # noqa: E731
     yield ("logsumexp", "", "fd", "softmax_jax", _fd(f, case.x, case.v),
-           np.sum(y * ref.f64(case.v), -1))
+           np.sum(y * ref.f64(case.v), -1), np.sum(y * np.abs(ref.f64(case.v)), -1))
 
 
 def check_sigmoid(case: Case):
@@ -194,10 +202,11 @@ def _xent_rows(name, variant, case, loss, q, baseline=None):
       yield name, variant, "hessian", "softmax_jax", hess, ref.xent_hessian(case.x, q, m)
     else:
       hvp = jax.jvp(jax.grad(_sum_rows(loss)), (case.x,), (case.v,))[1]
-      yield name, variant, "hessian", "softmax_jax", hvp, ref.xent_hvp(case.x, q, case.v, m)
+      yield (name, variant, "hessian", "softmax_jax", hvp, ref.xent_hvp(case.x, q, case.v, m),
+             np.sum(q, -1, keepdims=True) * ref.softmax_jvp_magnitude(case.x, case.v, m))
     if case.dtype == "float64":
       yield (name, variant, "fd", "softmax_jax", _fd(_sum_rows(loss), case.x, case.v),
-             np.sum(want_g * ref.f64(case.v)))
+             np.sum(want_g * ref.f64(case.v)), np.sum(np.abs(want_g * ref.f64(case.v))))
 
 
 def check_cross_entropy(case: Case):
@@ -254,7 +263,7 @@ def check_binary(case: Case):
   yield "binary_cross_entropy", "", "grad", "softmax_jax", jax.grad(_sum_rows(f))(case.x), want
   if case.dtype == "float64":
     yield ("binary_cross_entropy", "", "fd", "softmax_jax", _fd(_sum_rows(f), case.x, case.v),
-           np.sum(want * ref.f64(case.v)))
+           np.sum(want * ref.f64(case.v)), np.sum(np.abs(want * ref.f64(case.v))))
 
 
 def optax_soft(x, t, where):
@@ -277,12 +286,19 @@ CHECKS: dict[str, Check] = {
 }
 
 
+class FD(np.ndarray):
+  """A finite-difference result carrying its Richardson error estimate (``.error``)."""
+
+
 def _fd(f, x, v):
   """Directional central difference of ``f`` at ``x`` along ``v`` in float64."""
   from .verify import _fd_directional
 
-  out = _fd_directional(f, x, v)
-  return out.reshape(jax.eval_shape(f, x).shape)
+  value, error = _fd_directional(f, x, v, with_error=True)
+  shape = jax.eval_shape(f, x).shape
+  out = value.reshape(shape).view(FD)
+  out.error = error.reshape(shape)
+  return out
 
 
 def run_case(dtype: str, classes: int, scale: str, functions=None) -> list[Row]:
@@ -293,12 +309,15 @@ def run_case(dtype: str, classes: int, scale: str, functions=None) -> list[Row]:
     for name, check in CHECKS.items():
       if functions and name not in functions:
         continue
-      for function, variant, method, impl, got, want in check(case):
+      for function, variant, method, impl, got, want, *magnitude in check(case):
         dt = case.dtype
         rtol, atol = tolerance(dt)
+        extra = None
         if method == "fd":
           rtol = atol = max(rtol, fd_tolerance(jnp.float64))
-        err = compare(got, want, method, rtol=rtol, atol=atol)
+          extra = 2 * got.error
+        err = compare(np.asarray(got), want, method, rtol=rtol, atol=atol,
+                      magnitude=magnitude[0] if magnitude else None, extra_atol=extra)
         if impl == "softmax_jax":
           status = "ok" if err.passed else "FAIL"
         else:

@@ -91,6 +91,74 @@ def _verify(args: argparse.Namespace) -> int:
   return 1 if any(r.status == "FAIL" for r in rows) else 0
 
 
+def _shape(text):
+  try:
+    return tuple(int(v) for v in text.lower().split("x"))
+  except ValueError as err:
+    raise argparse.ArgumentTypeError(
+        f"bad shape {text!r}; write it as NxC, e.g. 4096x1024") from err
+
+
+def _bench(args: argparse.Namespace) -> int:
+  import dataclasses
+  import json
+
+  import jax
+
+  if args.backend:
+    jax.config.update("jax_platforms", args.backend)
+  from . import bench
+
+  unknown = set(args.ops or ()) - set(bench.OPS)
+  if unknown:
+    print(f"softmax-jax bench: unknown --ops {sorted(unknown)}; choose from {bench.OPS}",
+          file=sys.stderr)
+    return 2
+  cases = bench.default_cases(args.shapes, args.dtype, args.ops or bench.OPS,
+                              jacobian_shape=args.jacobian_shape,
+                              product_shape=args.product_shape)
+  bar = None
+  try:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(cases), unit="case", file=sys.stderr)
+  except ImportError:
+    pass
+
+  def progress(i, n, case):
+    label = f"{case.op} {'x'.join(map(str, case.shape))} {case.dtype}"
+    if bar is not None:
+      bar.set_description(label)
+      if i:
+        bar.update(1)
+    else:
+      print(f"[{i + 1}/{n}] {label}", file=sys.stderr, flush=True)
+
+  rows, copy_gbps = bench.run(cases, reps=args.repeats, progress=progress)
+  if bar is not None:
+    bar.update(1)
+    bar.close()
+  print(bench.text_table(rows))
+  print(f"copy bandwidth: {copy_gbps:.1f} GB/s on {jax.default_backend()} "
+        f"({jax.devices()[0].device_kind})")
+  if args.json:
+    with open(args.json, "w") as fh:
+      json.dump({"copy_gbps": copy_gbps, "rows": [dataclasses.asdict(r) for r in rows]}, fh,
+                indent=1)
+  if args.csv:
+    bench.write_csv(rows, args.csv)
+  if args.markdown:
+    with open(args.markdown, "w") as fh:
+      fh.write(bench.markdown(rows, copy_gbps) + "\n")
+  if args.plot:
+    bench.plot(rows, args.plot)
+  wrong = [r for r in rows if not r.correct]
+  if wrong:
+    print(f"{len(wrong)} rows disagree with their baseline: "
+          + ", ".join(sorted({f"{r.op} {r.shape}" for r in wrong})), file=sys.stderr)
+  return 1 if wrong else 0
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog="softmax-jax",
@@ -112,6 +180,20 @@ def main(argv: list[str] | None = None) -> int:
   verify.add_argument("--classes", type=_csv(int), help="e.g. 2,10,1000")
   verify.add_argument("--scales", type=_csv(str), help="e.g. 1,100,-inf,masked")
   verify.set_defaults(func=_verify)
+  bench = sub.add_parser("bench", help="time the functions beside jax.nn and optax")
+  bench.add_argument("--backend", choices=("cpu", "gpu", "tpu"), help="JAX platform to use")
+  bench.add_argument("--dtype", type=_csv(str), default=("float32", "bfloat16"))
+  bench.add_argument("--shapes", type=_csv(_shape), default=((4096, 1024), (512, 32768)),
+                     help="row-op shapes NxC (default 4096x1024,512x32768)")
+  bench.add_argument("--jacobian-shape", type=_shape, default=(256, 128))
+  bench.add_argument("--product-shape", type=_shape, default=(8, 4096))
+  bench.add_argument("--ops", type=_csv(str), help="comma-separated subset of the operations")
+  bench.add_argument("--repeats", type=int, default=15)
+  bench.add_argument("--json", metavar="PATH")
+  bench.add_argument("--csv", metavar="PATH")
+  bench.add_argument("--markdown", metavar="PATH")
+  bench.add_argument("--plot", metavar="PATH", help="bar chart of fraction of copy bandwidth")
+  bench.set_defaults(func=_bench)
   args = parser.parse_args(argv)
   if args.command is None:
     args = parser.parse_args(["demo", *(argv or [])])

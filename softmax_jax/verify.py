@@ -101,25 +101,36 @@ def _low_dtype(tree) -> jnp.dtype:
   return min(dts, key=lambda d: jnp.finfo(d).bits if jnp.issubdtype(d, jnp.floating) else 64)
 
 
-def compare(got, want, method: str, *, rtol: float, atol: float, index_of=None) -> MethodError:
-  """Compares two arrays elementwise: ``|got − want| ≤ atol + rtol·|want|``.
+def compare(got, want, method: str, *, rtol: float, atol: float, index_of=None,
+            magnitude=None, extra_atol=None) -> MethodError:
+  """Compares two arrays elementwise: ``|got − want| ≤ atol·M + rtol·|want|``.
 
-  NaNs in the same places, and equal infinities, count as agreement.
+  ``M`` (``magnitude``, default 1) is the size of the terms that were summed
+  to make each entry — for a sum ``Σ a`` it is ``Σ |a|``, the scale that
+  floating-point rounding is proportional to; pass it for results that are
+  reductions of many terms.  ``extra_atol`` adds an absolute allowance per
+  entry (the estimated error of a finite difference, say).  NaNs in the same
+  places, and equal infinities, count as agreement.
   """
   g = np.asarray(got, np.float64).ravel()
   w = np.asarray(want, np.float64).ravel()
+  mag = 1.0 if magnitude is None else np.broadcast_to(
+      np.maximum(np.asarray(magnitude, np.float64), 1.0), np.shape(want)).ravel()
   both_nan = np.isnan(g) & np.isnan(w)
   same_inf = np.isinf(w) & (g == w)
   with np.errstate(invalid="ignore"):
     diff = np.where(both_nan | same_inf, 0.0, np.abs(g - w))
   diff = np.where(np.isnan(diff), np.inf, diff)
   scale = np.where(np.isfinite(w), np.abs(w), 0.0)
+  allowed = atol * mag + rtol * scale
+  if extra_atol is not None:
+    allowed = allowed + np.broadcast_to(np.asarray(extra_atol, np.float64), np.shape(want)).ravel()
   rel = diff / np.maximum(scale, atol if atol > 0 else np.finfo(np.float64).tiny)
-  ratio = diff / (atol + rtol * scale)
+  ratio = diff / allowed
   worst = int(np.argmax(ratio)) if ratio.size else 0
   index = index_of(worst) if index_of is not None else (worst,)
   return MethodError(method, float(diff.max(initial=0.0)), float(rel.max(initial=0.0)),
-                     index, rtol, atol, bool(np.all(diff <= atol + rtol * scale)))
+                     index, rtol, atol, bool(np.all(diff <= allowed)))
 
 
 # ---------------------------------------------------------------------------
@@ -174,8 +185,12 @@ def _ravel(tree):
   return flat, unravel
 
 
-def _fd_directional(fn, x, v):
-  """(f(x + h v) − f(x − h v)) / 2h in float64, entries where f is not finite set to 0."""
+def _fd_directional(fn, x, v, with_error=False):
+  """(f(x + h v) − f(x − h v)) / 2h in float64, entries where f is not finite set to 0.
+
+  With ``with_error`` also returns ``|D(h) − D(2h)| / 3``, the Richardson
+  estimate of the truncation error (a central difference errs by ``≈ c h²``).
+  """
   with _x64():
     xf, unravel = _ravel(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), x))
     vf, _ = _ravel(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), v))
@@ -187,9 +202,15 @@ def _fd_directional(fn, x, v):
       out, _ = _ravel(fn(unravel(z)))
       return out.astype(jnp.float64)
 
-    hi, lo = f(xf + h * vf), f(xf - h * vf)
-    ok = jnp.isfinite(hi) & jnp.isfinite(lo)
-    return np.asarray(jnp.where(ok, (hi - lo) / (2 * h), 0.0))
+    def central(step):
+      hi, lo = f(xf + step * vf), f(xf - step * vf)
+      ok = jnp.isfinite(hi) & jnp.isfinite(lo)
+      return jnp.where(ok, (hi - lo) / (2 * step), 0.0)
+
+    d1 = np.asarray(central(h))
+    if not with_error:
+      return d1
+    return d1, np.abs(d1 - np.asarray(central(2 * h))) / 3
 
 
 def _fd_jacobian(fn, x):

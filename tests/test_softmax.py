@@ -97,7 +97,7 @@ def test_huge_logits_are_finite_and_exact(rng, dtype, scale):
   ly = sj.log_softmax(x)
   assert np.all(np.isfinite(f64(y)))
   assert_close(y, ref.softmax(x), dtype)
-  np.testing.assert_allclose(f64(ly), ref.log_softmax(x), rtol=1e-6)
+  assert_close(ly, ref.log_softmax(x), dtype)  # absolute ε near 0, relative ε elsewhere
   assert np.isfinite(float(sj.logsumexp(x)[0]))
   g = jax.grad(lambda x: jnp.sum(sj.log_softmax(x)[:, 0]))(x)
   assert np.all(np.isfinite(f64(g)))
