@@ -54,6 +54,18 @@ def _masked(x, where):
   return x if where is None else jnp.where(where, x, -jnp.inf)
 
 
+def _upcast(x):
+  """``x`` in the dtype the arithmetic is done in (float32 for half precision)."""
+  return x.astype(_checks.compute_dtype(x.dtype))
+
+
+def _shifted(x, axis, where):
+  """``(x − max x)`` in the compute dtype (the max is exact in the input dtype)."""
+  xm = _masked(x, where)
+  m = lax.stop_gradient(jnp.max(xm, axis=axis, keepdims=True))
+  return xm, _upcast(xm) - _upcast(m), _upcast(m)
+
+
 def _row_dot(a, b, axis):
   return jnp.sum(a * b, axis=axis, keepdims=True)
 
@@ -65,18 +77,21 @@ def _row_dot(a, b, axis):
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _softmax(x, axis, where):
-  xm = _masked(x, where)
-  e = jnp.exp(xm - lax.stop_gradient(jnp.max(xm, axis=axis, keepdims=True)))
-  return _fix_empty_rows(e / jnp.sum(e, axis=axis, keepdims=True), xm, axis, 0)
+  # Computed in float32 for half-precision inputs; one fused kernel either way.
+  xm, shifted, _ = _shifted(x, axis, where)
+  e = jnp.exp(shifted)
+  y = (e / jnp.sum(e, axis=axis, keepdims=True)).astype(x.dtype)
+  return _fix_empty_rows(y, xm, axis, 0)
 
 
 @_softmax.defjvp
 def _softmax_jvp(axis, primals, tangents):
   x, where = primals
-  x_dot = tangents[0]
+  x_dot = _upcast(tangents[0])
   y = _softmax(x, axis, where)
+  yc = y if y.dtype == x_dot.dtype else _softmax(_upcast(x), axis, where)
   # Lecture: ∂y_i/∂z_j = y_i(δ_ij − y_j), so J·ż = y ⊙ (ż − ⟨y, ż⟩).
-  return y, y * (x_dot - _row_dot(y, x_dot, axis))
+  return y, (yc * (x_dot - _row_dot(yc, x_dot, axis))).astype(x.dtype)
 
 
 def _scale(x, temperature):
@@ -93,8 +108,9 @@ def _temperature_arg(temperature, fn):
 
 @partial(jax.jit, static_argnums=(1,))
 def _softmax_impl(x, axis, where, temperature):
-  xc = _scale(x.astype(_checks.compute_dtype(x.dtype)), temperature)
-  return _softmax(xc, axis, where).astype(x.dtype)
+  if temperature is None:
+    return _softmax(x, axis, where)
+  return _softmax(_scale(_upcast(x), temperature), axis, where).astype(x.dtype)
 
 
 def softmax(
@@ -147,28 +163,28 @@ def softmax(
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _log_softmax(x, axis, where):
-  xm = _masked(x, where)
-  shifted = xm - lax.stop_gradient(jnp.max(xm, axis=axis, keepdims=True))
+  xm, shifted, _ = _shifted(x, axis, where)
   out = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
-  return _fix_empty_rows(out, xm, axis, -jnp.inf)
+  return _fix_empty_rows(out.astype(x.dtype), xm, axis, -jnp.inf)
 
 
 @_log_softmax.defjvp
 def _log_softmax_jvp(axis, primals, tangents):
   x, where = primals
-  x_dot = tangents[0]
+  x_dot = _upcast(tangents[0])
   out = _log_softmax(x, axis, where)
-  y = jnp.exp(out)
+  y = jnp.exp(out if out.dtype == x_dot.dtype else _log_softmax(_upcast(x), axis, where))
   # log y_i = z_i − logsumexp(z): ∂/∂z_j = δ_ij − y_j.  Invalid entries are the
   # constant −inf, so their tangent is 0.
   t = x_dot - _row_dot(y, x_dot, axis)
-  return out, jnp.where(out != -jnp.inf, t, jnp.zeros_like(t))
+  return out, jnp.where(out != -jnp.inf, t, jnp.zeros_like(t)).astype(x.dtype)
 
 
 @partial(jax.jit, static_argnums=(1,))
 def _log_softmax_impl(x, axis, where, temperature):
-  xc = _scale(x.astype(_checks.compute_dtype(x.dtype)), temperature)
-  return _log_softmax(xc, axis, where).astype(x.dtype)
+  if temperature is None:
+    return _log_softmax(x, axis, where)
+  return _log_softmax(_scale(_upcast(x), temperature), axis, where).astype(x.dtype)
 
 
 def log_softmax(
@@ -215,26 +231,24 @@ def log_softmax(
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _logsumexp(x, axis, where):
-  xm = _masked(x, where)
-  m = lax.stop_gradient(jnp.max(xm, axis=axis, keepdims=True))
-  out = jnp.log(jnp.sum(jnp.exp(xm - m), axis=axis, keepdims=True)) + m
-  return _fix_empty_rows(out, xm, axis, -jnp.inf)
+  xm, shifted, m = _shifted(x, axis, where)
+  out = jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True)) + m
+  return _fix_empty_rows(out.astype(x.dtype), xm, axis, -jnp.inf)
 
 
 @_logsumexp.defjvp
 def _logsumexp_jvp(axis, primals, tangents):
   x, where = primals
-  x_dot = tangents[0]
+  x_dot = _upcast(tangents[0])
   # ∂ logsumexp(z) / ∂z_j = y_j (softmax); 0 on a row without a valid entry.
-  return _logsumexp(x, axis, where), _row_dot(_softmax(x, axis, where), x_dot, axis)
+  y = _softmax(_upcast(x), axis, where)
+  return _logsumexp(x, axis, where), _row_dot(y, x_dot, axis).astype(x.dtype)
 
 
 @partial(jax.jit, static_argnums=(1, 3))
 def _logsumexp_impl(x, axis, where, keepdims):
-  out = _logsumexp(x.astype(_checks.compute_dtype(x.dtype)), axis, where)
-  if not keepdims:
-    out = jnp.squeeze(out, axis)
-  return out.astype(x.dtype)
+  out = _logsumexp(x, axis, where)
+  return out if keepdims else jnp.squeeze(out, axis)
 
 
 def logsumexp(

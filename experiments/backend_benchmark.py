@@ -1,0 +1,103 @@
+"""Builds docs/benchmarks.md (and its plot) from one or more `softmax-jax bench --json` files.
+
+    softmax-jax bench --json cpu.json
+    python experiments/backend_benchmark.py cpu.json [gpu.json ...]
+
+Rows from several backends are merged into one document; the targets of the
+benchmark issue are checked on each file's own ratios (each measured in one run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+from softmax_jax import bench
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
+
+
+def _find(rows, op, shape=None, dtype="float32", impl="softmax_jax", baseline=None):
+  for r in rows:
+    if (r["op"] == op and r["impl"] == impl and (shape is None or r["shape"] == shape)
+        and r["dtype"] == dtype and (baseline is None or r["baseline"] == baseline)):
+      return r
+  return None
+
+
+def cpu_targets(rows) -> list[tuple[str, str, str, bool | None]]:
+  """(what, target, measured, met) for the CPU figures of the benchmark issue."""
+  out = []
+
+  def add(what, target, value, ok):
+    out.append((what, target, "not in this run" if value is None else value,
+                None if value is None else ok))
+
+  r = _find(rows, "xent_int_fwd_bwd", "4096x1024")
+  add("cross_entropy_with_integer_labels value+grad vs optax, 4096x1024 f32", "≥ 1.5×",
+      None if r is None else f"{r['speedup']:.2f}×", r is not None and r["speedup"] >= 1.5)
+  for base, target in (("vmap(jacfwd)", 5.0), ("vmap(jacrev)", 2.0)):
+    r = _find(rows, "softmax_jacobian", "256x128", baseline=base)
+    add(f"softmax_jacobian vs {base}, 256x128", f"≥ {target:g}×",
+        None if r is None else f"{r['speedup']:.2f}×", r is not None and r["speedup"] >= target)
+  r = _find(rows, "softmax_jacobian", "256x128", baseline="outer-product write")
+  add("softmax_jacobian time / outer-product write time, 256x128", "≤ 1.25",
+      None if r is None else f"{1 / r['speedup']:.2f}", r is not None and 1 / r["speedup"] <= 1.25)
+  r = _find(rows, "softmax_vjp")
+  add(f"softmax_vjp vs dense J @ v, {r['shape'] if r else '?'}", "≥ 100×",
+      None if r is None else f"{r['speedup']:.0f}×", r is not None and r["speedup"] >= 100)
+  for r in rows:
+    if r["op"] == "softmax" and r["impl"] == "softmax_jax":
+      add(f"softmax vs jax.nn.softmax, {r['shape']} {r['dtype']}", "≥ 0.9×",
+          f"{r['speedup']:.2f}×", r["speedup"] >= 0.9)
+  return out
+
+
+def render(runs: list[dict]) -> str:
+  lines = ["# Benchmarks", "",
+           "Produced by `softmax-jax bench --json` and `experiments/backend_benchmark.py`. Every "
+           "ratio compares two implementations timed alternately in the same process, so a noisy "
+           "machine still gives a fair comparison; absolute times mean something only on a GPU or "
+           "TPU with the card named. Bytes count each input read once and each output written "
+           "once; `of copy` is that bandwidth over the elementwise-copy bandwidth measured in the "
+           "same run. `temp` is the compiled executable's `memory_analysis()` temporary size.", ""]
+  for run in runs:
+    rows = [bench.Result(**r) for r in run["rows"]]
+    dev = f"{rows[0].backend}, {rows[0].device}" if rows else "?"
+    lines += [f"## {run.get('label', dev)}", ""]
+    if run.get("machine"):
+      lines += [run["machine"], ""]
+    if rows and rows[0].backend == "cpu":
+      lines += ["### The CPU targets", "", "| figure | target | measured | met |",
+                "|---|---|---|---|"]
+      for what, target, value, ok in cpu_targets(run["rows"]):
+        met = "-" if ok is None else "yes" if ok else "no"
+        lines.append(f"| {what} | {target} | {value} | {met} |")
+      lines.append("")
+    lines += ["### All rows", "", bench.markdown(rows, run.get("copy_gbps")), ""]
+  return "\n".join(lines)
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("json", nargs="+", type=pathlib.Path)
+  parser.add_argument("--out", type=pathlib.Path, default=DOCS / "benchmarks.md")
+  parser.add_argument("--plot", type=pathlib.Path, default=DOCS / "benchmarks.png")
+  parser.add_argument("--notes", type=pathlib.Path, help="markdown appended after the tables")
+  args = parser.parse_args()
+  runs = [json.loads(p.read_text()) for p in args.json]
+  text = render(runs)
+  if args.notes:
+    text += "\n" + args.notes.read_text()
+  args.out.write_text(text)
+  if args.plot:
+    bench.plot([bench.Result(**r) for run in runs for r in run["rows"]], args.plot)
+  print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

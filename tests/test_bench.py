@@ -1,0 +1,56 @@
+"""The benchmark harness runs a tiny grid, writes its files and refuses a wrong answer.
+
+Speed is measured by `softmax-jax bench`, not here.
+"""
+
+import csv
+import json
+
+import jax
+import pytest
+
+from softmax_jax import _softmax, bench, cli
+
+TINY = ["bench", "--shapes", "64x32", "--dtype", "float32", "--jacobian-shape", "8x8",
+        "--product-shape", "2x64", "--repeats", "3"]
+
+
+def test_tiny_grid_writes_every_output(tmp_path, capsys):
+  paths = {k: tmp_path / f"out.{k}" for k in ("json", "csv", "markdown")}
+  args = TINY + [f"--{k}={v}" for k, v in paths.items()]
+  assert cli.main(args) == 0
+  out = capsys.readouterr().out
+  assert "copy bandwidth" in out and "softmax_jacobian" in out
+  data = json.loads(paths["json"].read_text())
+  ops = {r["op"] for r in data["rows"]}
+  assert ops == set(bench.OPS)
+  assert data["copy_gbps"] > 0
+  ours = [r for r in data["rows"] if r["impl"] == "softmax_jax"]
+  assert all(r["correct"] and r["median_ms"] > 0 and r["speedup"] > 0 for r in ours)
+  assert all(r["p25_ms"] <= r["median_ms"] <= r["p75_ms"] for r in data["rows"])
+  softmax = next(r for r in ours if r["op"] == "softmax")
+  assert softmax["bytes"] == 2 * 4 * 64 * 32
+  assert softmax["fraction_of_copy"] == pytest.approx(softmax["gbps"] / data["copy_gbps"])
+  with open(paths["csv"]) as fh:
+    assert len(list(csv.DictReader(fh))) == len(data["rows"])
+  assert "| softmax | softmax_jax | 64x32 |" in paths["markdown"].read_text()
+
+
+def test_plot(tmp_path):
+  pytest.importorskip("matplotlib")
+  rows, copy = bench.run(bench.default_cases([(32, 16)], ["float32"], ("softmax",)), reps=2)
+  bench.plot(rows, tmp_path / "p.png")
+  assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_wrong_implementation_is_a_failure(monkeypatch, capsys):
+  monkeypatch.setattr(_softmax, "softmax", lambda z: jax.nn.softmax(z) * 1.01)
+  code = cli.main(TINY + ["--ops", "softmax"])
+  captured = capsys.readouterr()
+  assert code == 1
+  assert "WRONG" in captured.out and "disagree with their baseline" in captured.err
+
+
+def test_unknown_op_is_rejected(capsys):
+  assert cli.main(["bench", "--ops", "nope"]) == 2
+  assert "unknown --ops" in capsys.readouterr().err
