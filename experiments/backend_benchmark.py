@@ -66,7 +66,7 @@ def render(runs: list[dict]) -> str:
   for run in runs:
     rows = [bench.Result(**r) for r in run["rows"]]
     dev = f"{rows[0].backend}, {rows[0].device}" if rows else "?"
-    lines += [f"## {run.get('label', dev)}", ""]
+    lines += [f"## {run.get('label', dev.upper() if dev.startswith('cpu') else dev)}", ""]
     if run.get("machine"):
       lines += [run["machine"], ""]
     if rows and rows[0].backend == "cpu":

@@ -142,9 +142,17 @@ def _bench(args: argparse.Namespace) -> int:
   print(f"copy bandwidth: {copy_gbps:.1f} GB/s on {jax.default_backend()} "
         f"({jax.devices()[0].device_kind})")
   if args.json:
+    import os
+    import platform
+
+    import optax
+
+    machine = (f"{os.cpu_count()}-core {platform.machine()} machine, backend "
+               f"{jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
+               f"optax {optax.__version__}")
     with open(args.json, "w") as fh:
-      json.dump({"copy_gbps": copy_gbps, "rows": [dataclasses.asdict(r) for r in rows]}, fh,
-                indent=1)
+      json.dump({"machine": machine, "copy_gbps": copy_gbps,
+                 "rows": [dataclasses.asdict(r) for r in rows]}, fh, indent=1)
   if args.csv:
     bench.write_csv(rows, args.csv)
   if args.markdown:

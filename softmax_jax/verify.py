@@ -299,6 +299,19 @@ def _tolerances(dtype, rtol, atol, fd=False):
 _JAC_METHODS = ("jacfwd", "jacrev", "fd")
 
 
+def _check(kind, got, x, methods, references, rtol, atol, index_of) -> CheckResult:
+  """Compares ``got`` with ``references[m]()`` for each method ``m``."""
+  got_v = np.asarray(_ravel(got)[0], np.float64)
+  dtype = _low_dtype((x, got))
+  errors = []
+  for m in methods:
+    if m not in references:
+      raise ValueError(f"check_{kind}: unknown method {m!r}; use one of {tuple(references)}.")
+    r, a = _tolerances(dtype, rtol, atol, fd=(m == "fd"))
+    errors.append(compare(got_v, references[m](), m, rtol=r, atol=a, index_of=index_of))
+  return CheckResult(kind, jnp.dtype(dtype).name, got_v.shape, tuple(errors))
+
+
 def check_jacobian(
     fn: Callable,
     jac_fn: Callable,
@@ -387,19 +400,9 @@ def check_grad(
     raise ValueError(f"check_grad: loss_fn(x) must be a scalar, got {out}.")
   got = grad_fn(x)
   _same_structure(got, jax.eval_shape(jax.grad(loss_fn), x), "grad_fn(x)", "jax.grad(loss_fn)(x)")
-  got_v = np.asarray(_ravel(got)[0], np.float64)
-  dtype = _low_dtype((x, got))
-  errors = []
-  for m in methods:
-    if m == "grad":
-      want = _ravel(jax.grad(loss_fn)(x))[0]
-    elif m == "fd":
-      want = _fd_jacobian(loss_fn, x)[0]
-    else:
-      raise ValueError(f"check_grad: unknown method {m!r}; use 'grad' or 'fd'.")
-    r, a = _tolerances(dtype, rtol, atol, fd=(m == "fd"))
-    errors.append(compare(got_v, want, m, rtol=r, atol=a, index_of=_flat_index(x)))
-  return CheckResult("grad", jnp.dtype(dtype).name, got_v.shape, tuple(errors))
+  references = {"grad": lambda: _ravel(jax.grad(loss_fn)(x))[0],
+                "fd": lambda: _fd_jacobian(loss_fn, x)[0]}
+  return _check("grad", got, x, methods, references, rtol, atol, _flat_index(x))
 
 
 def check_jvp(fn, jvp_fn, x, tangent, *, methods=("jvp", "fd"), rtol=None, atol=None):
@@ -411,19 +414,9 @@ def check_jvp(fn, jvp_fn, x, tangent, *, methods=("jvp", "fd"), rtol=None, atol=
   got = jvp_fn(x, tangent)
   out = jax.eval_shape(fn, x)
   _same_structure(got, out, "jvp_fn(x, tangent)", "fn(x)")
-  got_v = np.asarray(_ravel(got)[0], np.float64)
-  dtype = _low_dtype((x, got))
-  errors = []
-  for m in methods:
-    if m == "jvp":
-      want = _ravel(jax.jvp(fn, (x,), (tangent,))[1])[0]
-    elif m == "fd":
-      want = _fd_directional(fn, x, tangent)
-    else:
-      raise ValueError(f"check_jvp: unknown method {m!r}; use 'jvp' or 'fd'.")
-    r, a = _tolerances(dtype, rtol, atol, fd=(m == "fd"))
-    errors.append(compare(got_v, want, m, rtol=r, atol=a, index_of=_flat_index(out)))
-  return CheckResult("jvp", jnp.dtype(dtype).name, got_v.shape, tuple(errors))
+  references = {"jvp": lambda: _ravel(jax.jvp(fn, (x,), (tangent,))[1])[0],
+                "fd": lambda: _fd_directional(fn, x, tangent)}
+  return _check("jvp", got, x, methods, references, rtol, atol, _flat_index(out))
 
 
 def check_vjp(fn, vjp_fn, x, cotangent, *, methods=("vjp", "fd"), rtol=None, atol=None):
@@ -435,17 +428,7 @@ def check_vjp(fn, vjp_fn, x, cotangent, *, methods=("vjp", "fd"), rtol=None, ato
   _same_structure(cotangent, out, "cotangent", "fn(x)")
   got = vjp_fn(x, cotangent)
   _same_structure(got, x, "vjp_fn(x, cotangent)", "x")
-  got_v = np.asarray(_ravel(got)[0], np.float64)
-  dtype = _low_dtype((x, got))
   u = np.asarray(_ravel(cotangent)[0], np.float64)
-  errors = []
-  for m in methods:
-    if m == "vjp":
-      want = _ravel(jax.vjp(fn, x)[1](cotangent)[0])[0]
-    elif m == "fd":
-      want = u @ _fd_jacobian(fn, x)
-    else:
-      raise ValueError(f"check_vjp: unknown method {m!r}; use 'vjp' or 'fd'.")
-    r, a = _tolerances(dtype, rtol, atol, fd=(m == "fd"))
-    errors.append(compare(got_v, want, m, rtol=r, atol=a, index_of=_flat_index(x)))
-  return CheckResult("vjp", jnp.dtype(dtype).name, got_v.shape, tuple(errors))
+  references = {"vjp": lambda: _ravel(jax.vjp(fn, x)[1](cotangent)[0])[0],
+                "fd": lambda: u @ _fd_jacobian(fn, x)}
+  return _check("vjp", got, x, methods, references, rtol, atol, _flat_index(x))
