@@ -122,13 +122,16 @@ def run_case(case: Case, *, reps: int, key, copy_gbps: float | None) -> list[Res
     ok = _agree(outs["softmax_jax"], outs[first_baseline], case.rtol)
     correct = {name: ok for name in impls}
   times = {name: [] for name in impls}
-  for _ in range(2):  # warm-up, then interleave implementations so noise hits all alike
+  for _ in range(2):  # warm-up
     for name in impls:
       _timed(compiled[name], arg_sets, 1)
-  rounds = max(1, reps // 3)
-  for _ in range(3):
+  # Blocks of repetitions, alternating between implementations: each block
+  # runs with its own data in cache, and a burst of load on a shared machine
+  # falls on every implementation alike.
+  blocks = 5
+  for _ in range(blocks):
     for name in impls:
-      times[name] += _timed(compiled[name], arg_sets, rounds)
+      times[name] += _timed(compiled[name], arg_sets, max(1, reps // blocks))
   backend = jax.default_backend()
   device = jax.devices()[0].device_kind
   results = []
