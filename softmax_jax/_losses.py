@@ -28,6 +28,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from . import _checks
+from ._softmax import _masked
 
 # ---------------------------------------------------------------------------
 # Helpers (class axis last)
@@ -47,7 +48,7 @@ def _lse_parts(z, where):
   values only: ``m = log s = 0`` and ``row_ok`` false.  ``m`` is a constant
   for differentiation.
   """
-  zm = z if where is None else jnp.where(where, z, -jnp.inf)
+  zm = _masked(z, where)
   m_raw = lax.stop_gradient(jnp.max(zm, axis=-1, keepdims=True))
   log_s = jnp.log(jnp.sum(jnp.exp(zm - m_raw), axis=-1, keepdims=True))
   row_ok = m_raw != -jnp.inf
@@ -103,11 +104,16 @@ def _smoothed(t, valid, eps):
   return jnp.where(valid, t, 0)
 
 
-def _soft_stats(z, t, where, eps):
-  zm, m, log_s, row_ok = _lse_parts(z, where)
+def _soft_targets(zm, t, eps):
+  """``(valid, t', Σ t')`` for the masked logits ``zm``."""
   valid = zm != -jnp.inf
   ts = _smoothed(t, valid, eps)
-  total = jnp.sum(ts, -1, keepdims=True)
+  return valid, ts, jnp.sum(ts, -1, keepdims=True)
+
+
+def _soft_stats(z, t, where, eps):
+  zm, m, log_s, row_ok = _lse_parts(z, where)
+  valid, ts, total = _soft_targets(zm, t, eps)
   # target mass on a masked or −inf class: the loss is undefined
   bad = (jnp.sum(jnp.where(valid, 0, jnp.abs(t)), -1, keepdims=True) > 0) & row_ok
   return zm, m, log_s, row_ok, valid, ts, total, bad
@@ -135,10 +141,8 @@ def _soft_xent_fwd(z, t, where, eps):
 
 def _soft_xent_bwd(eps, res, cts):
   z, t, where, m, log_s, row_ok, bad = res
-  zm = z if where is None else jnp.where(where, z, -jnp.inf)
-  valid = zm != -jnp.inf
-  ts = _smoothed(t, valid, eps)
-  total = jnp.sum(ts, -1, keepdims=True)
+  zm = _masked(z, where)
+  valid, ts, total = _soft_targets(zm, t, eps)
   g = cts[0][..., None]
   dz = _finish(g * _soft_grad(zm, m, log_s, valid, ts, total), row_ok, bad)
   dt = _finish(-(1 - eps) * g * jnp.where(valid, (zm - m) - log_s, 0), row_ok, bad)
@@ -311,7 +315,7 @@ def _int_xent_fwd(z, labels, weights, where, eps, ignore_index):
 def _int_xent_bwd(eps, ignore_index, res, cts):
   z, safe, weights, where, m, log_s, nll, counted, bad, smooth = res
   g_loss, g_weight = cts
-  zm = z if where is None else jnp.where(where, z, -jnp.inf)
+  zm = _masked(z, where)
   y = _probs(zm, m, log_s)
   w_t = jnp.ones_like(nll) if weights is None else weights[safe]
   g = jnp.where(bad, jnp.nan, jnp.where(counted, g_loss, 0))
