@@ -26,8 +26,7 @@ from ._losses import (
   cross_entropy_with_integer_labels,
 )
 from ._softmax import log_softmax, logsumexp, sigmoid, sigmoid_derivative, softmax
-from ._tolerances import tolerance
-from .verify import _x64, compare, fd_tolerance
+from .verify import _fd_directional, _tolerances, _x64, compare
 
 FULL = {"dtypes": ("float64", "float32", "bfloat16", "float16"),
         "classes": (2, 10, 1000, 32768),
@@ -292,8 +291,6 @@ class FD(np.ndarray):
 
 def _fd(f, x, v):
   """Directional central difference of ``f`` at ``x`` along ``v`` in float64."""
-  from .verify import _fd_directional
-
   value, error = _fd_directional(f, x, v, with_error=True)
   shape = jax.eval_shape(f, x).shape
   out = value.reshape(shape).view(FD)
@@ -311,11 +308,8 @@ def run_case(dtype: str, classes: int, scale: str, functions=None) -> list[Row]:
         continue
       for function, variant, method, impl, got, want, *magnitude in check(case):
         dt = case.dtype
-        rtol, atol = tolerance(dt)
-        extra = None
-        if method == "fd":
-          rtol = atol = max(rtol, fd_tolerance(jnp.float64))
-          extra = 2 * got.error
+        rtol, atol = _tolerances(dt, None, None, fd=(method == "fd"))
+        extra = 2 * got.error if method == "fd" else None
         err = compare(np.asarray(got), want, method, rtol=rtol, atol=atol,
                       magnitude=magnitude[0] if magnitude else None, extra_atol=extra)
         if impl == "softmax_jax":

@@ -180,11 +180,6 @@ def _x64():
   return jax.enable_x64(True)
 
 
-def _ravel(tree):
-  flat, unravel = ravel_pytree(tree)
-  return flat, unravel
-
-
 def _fd_directional(fn, x, v, with_error=False):
   """(f(x + h v) − f(x − h v)) / 2h in float64, entries where f is not finite set to 0.
 
@@ -192,14 +187,14 @@ def _fd_directional(fn, x, v, with_error=False):
   estimate of the truncation error (a central difference errs by ``≈ c h²``).
   """
   with _x64():
-    xf, unravel = _ravel(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), x))
-    vf, _ = _ravel(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), v))
+    xf, unravel = ravel_pytree(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), x))
+    vf, _ = ravel_pytree(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), v))
     finite_x = jnp.where(jnp.isfinite(xf), jnp.abs(xf), 0.0)
     vmax = jnp.maximum(jnp.max(jnp.abs(vf)), jnp.finfo(jnp.float64).tiny)
     h = float(jnp.finfo(jnp.float64).eps) ** (1 / 3) * jnp.maximum(1.0, jnp.max(finite_x)) / vmax
 
     def f(z):
-      out, _ = _ravel(fn(unravel(z)))
+      out, _ = ravel_pytree(fn(unravel(z)))
       return out.astype(jnp.float64)
 
     def central(step):
@@ -215,7 +210,7 @@ def _fd_directional(fn, x, v, with_error=False):
 
 def _fd_jacobian(fn, x):
   """Dense [outputs, inputs] Jacobian by central differences, one input at a time."""
-  xf, unravel = _ravel(x)
+  xf, unravel = ravel_pytree(x)
   basis = np.eye(xf.size, dtype=np.float64)
   return np.stack([_fd_directional(fn, x, unravel(jnp.asarray(b, xf.dtype))) for b in basis], 1)
 
@@ -301,7 +296,7 @@ _JAC_METHODS = ("jacfwd", "jacrev", "fd")
 
 def _check(kind, got, x, methods, references, rtol, atol, index_of) -> CheckResult:
   """Compares ``got`` with ``references[m]()`` for each method ``m``."""
-  got_v = np.asarray(_ravel(got)[0], np.float64)
+  got_v = np.asarray(ravel_pytree(got)[0], np.float64)
   dtype = _low_dtype((x, got))
   errors = []
   for m in methods:
@@ -400,7 +395,7 @@ def check_grad(
     raise ValueError(f"check_grad: loss_fn(x) must be a scalar, got {out}.")
   got = grad_fn(x)
   _same_structure(got, jax.eval_shape(jax.grad(loss_fn), x), "grad_fn(x)", "jax.grad(loss_fn)(x)")
-  references = {"grad": lambda: _ravel(jax.grad(loss_fn)(x))[0],
+  references = {"grad": lambda: ravel_pytree(jax.grad(loss_fn)(x))[0],
                 "fd": lambda: _fd_jacobian(loss_fn, x)[0]}
   return _check("grad", got, x, methods, references, rtol, atol, _flat_index(x))
 
@@ -414,7 +409,7 @@ def check_jvp(fn, jvp_fn, x, tangent, *, methods=("jvp", "fd"), rtol=None, atol=
   got = jvp_fn(x, tangent)
   out = jax.eval_shape(fn, x)
   _same_structure(got, out, "jvp_fn(x, tangent)", "fn(x)")
-  references = {"jvp": lambda: _ravel(jax.jvp(fn, (x,), (tangent,))[1])[0],
+  references = {"jvp": lambda: ravel_pytree(jax.jvp(fn, (x,), (tangent,))[1])[0],
                 "fd": lambda: _fd_directional(fn, x, tangent)}
   return _check("jvp", got, x, methods, references, rtol, atol, _flat_index(out))
 
@@ -428,7 +423,7 @@ def check_vjp(fn, vjp_fn, x, cotangent, *, methods=("vjp", "fd"), rtol=None, ato
   _same_structure(cotangent, out, "cotangent", "fn(x)")
   got = vjp_fn(x, cotangent)
   _same_structure(got, x, "vjp_fn(x, cotangent)", "x")
-  u = np.asarray(_ravel(cotangent)[0], np.float64)
-  references = {"vjp": lambda: _ravel(jax.vjp(fn, x)[1](cotangent)[0])[0],
+  u = np.asarray(ravel_pytree(cotangent)[0], np.float64)
+  references = {"vjp": lambda: ravel_pytree(jax.vjp(fn, x)[1](cotangent)[0])[0],
                 "fd": lambda: u @ _fd_jacobian(fn, x)}
   return _check("vjp", got, x, methods, references, rtol, atol, _flat_index(x))
