@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import _cli_train
+
 
 def _demo(args: argparse.Namespace) -> int:
   import jax
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
   bench.add_argument("--markdown", metavar="PATH")
   bench.add_argument("--plot", metavar="PATH", help="bar chart of fraction of copy bandwidth")
   bench.set_defaults(func=_bench)
+  _cli_train.add_parsers(sub)
   args = parser.parse_args(argv)
   if args.command is None:
     args = parser.parse_args(["demo", *(argv or [])])

@@ -56,3 +56,15 @@ def test_eager_jit_vmap_agree(rng, name):
   np.testing.assert_allclose(jitted, eager, rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(mapped, eager, rtol=1e-6, atol=1e-7)
   assert np.all(np.isfinite(np.asarray(eager, np.float64)))
+
+
+def test_import_stays_light():
+  """orbax, tqdm, matplotlib and scikit-learn load only when training writes a run."""
+  import subprocess
+  import sys
+
+  code = ("import sys, softmax_jax, softmax_jax.cli, softmax_jax.train, softmax_jax.model, "
+          "softmax_jax.datasets; print(sorted({m.split('.')[0] for m in sys.modules} & "
+          "{'orbax', 'tqdm', 'matplotlib', 'sklearn', 'tensorstore'}))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "[]"

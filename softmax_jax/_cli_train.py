@@ -1,0 +1,225 @@
+"""``softmax-jax train`` and ``softmax-jax predict``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+
+# Options that belong to the run's configuration (refused with --resume, which
+# continues the run with the configuration saved in its directory).
+_TRAIN_KEYS = {"optimizer": "optimizer", "lr": "learning_rate", "batch_size": "batch_size",
+               "l2": "l2", "hidden": "hidden", "seed": "seed", "grad": "grad", "dtype": "dtype",
+               "compute_dtype": "compute_dtype", "patience": "patience"}
+_DATA_KEYS = {"dataset": "dataset", "label": "label", "n_samples": "n_samples",
+              "features": "n_features", "classes": "n_classes", "val_fraction": "val_fraction",
+              "test_fraction": "test_fraction", "seed": "seed"}
+
+
+def _batch_size(text):
+  if text.lower() in ("full", "none", "0"):
+    return "full"
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"batch size must be a positive integer or 'full', "
+                                     f"got {text!r}")
+  return value
+
+
+def _label(text):
+  try:
+    return int(text)
+  except ValueError:
+    return text
+
+
+def add_parsers(sub) -> None:
+  train = sub.add_parser(
+      "train", help="train softmax regression (or a small network) and write a run directory",
+      description="Train on iris (default), digits, Gaussian blobs or your own CSV file.")
+  g = train.add_argument_group("data")
+  g.add_argument("--dataset", help="iris | digits | blobs | PATH.csv (default iris)")
+  g.add_argument("--label", type=_label, help="CSV label column, name or index (default last)")
+  g.add_argument("--n-samples", type=int, help="blobs: number of samples (default 1000)")
+  g.add_argument("--features", type=int, help="blobs: number of features (default 2)")
+  g.add_argument("--classes", type=int, help="blobs: number of classes (default 3)")
+  g.add_argument("--val-fraction", type=float, help="validation share (default 0.15)")
+  g.add_argument("--test-fraction", type=float, help="test share (default 0.2)")
+  g = train.add_argument_group("training")
+  g.add_argument("--optimizer", choices=("sgd", "momentum", "adam", "adamw", "lbfgs"),
+                 help="default adam; lbfgs is full batch with a line search")
+  g.add_argument("--lr", type=float, help="learning rate (default 0.01; unused by lbfgs)")
+  g.add_argument("--epochs", type=int, help="default 200")
+  g.add_argument("--batch-size", type=_batch_size, help="default 32; 'full' for full batch")
+  g.add_argument("--l2", type=float, help="L2 strength λ in mean ξ + λ/2 ‖W‖² (default 1e-3)")
+  g.add_argument("--hidden", type=int, help="tanh hidden units; 0 = softmax regression")
+  g.add_argument("--seed", type=int, help="seeds the split, the initial weights and shuffling")
+  g.add_argument("--grad", choices=("autodiff", "analytic"), help="jax.grad or the lecture's "
+                 "formula X^T(Y-T)/n + λW (default autodiff)")
+  g.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
+  g.add_argument("--compute-dtype", choices=("bfloat16",), help="matrix products in bfloat16")
+  g.add_argument("--patience", type=int, help="early stopping on the validation loss")
+  g = train.add_argument_group("run")
+  g.add_argument("--out", help="run directory (default runs/<dataset>-<time>)")
+  g.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its checkpoint")
+  g.add_argument("--overwrite", action="store_true", help="allow --out to hold files")
+  g.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 10)")
+  g.add_argument("--device", choices=("cpu", "gpu", "tpu"), help="JAX platform to use")
+  g.add_argument("--no-plots", action="store_true", help="skip the figures")
+  g.add_argument("--quiet", action="store_true", help="no progress bar")
+  train.set_defaults(func=_train)
+
+  predict = sub.add_parser("predict", help="predict a CSV file with a trained run")
+  predict.add_argument("--run", required=True, help="the run directory")
+  predict.add_argument("data", help="CSV file with the model's feature columns (by name)")
+  predict.add_argument("--out", help="output CSV (default <run>/predictions.csv)")
+  predict.add_argument("--device", choices=("cpu", "gpu", "tpu"))
+  predict.set_defaults(func=_predict)
+
+
+def _use_device(name) -> str | None:
+  """Select the JAX platform; an error message when it is not there."""
+  import jax
+
+  if name:
+    jax.config.update("jax_platforms", name)
+  try:
+    jax.devices()
+  except RuntimeError as e:
+    return f"--device {name}: JAX found no such backend here ({e})"
+  return None
+
+
+def _configs(args):
+  from ._runs import DataConfig
+  from ._train import TrainConfig
+
+  if args.resume:
+    given = [k for k in {**_TRAIN_KEYS, **_DATA_KEYS} if getattr(args, k) is not None]
+    if given or args.out:
+      flags = ", ".join("--" + k.replace("_", "-") for k in sorted(set(given)) +
+                        (["out"] if args.out else []))
+      raise ValueError(f"--resume continues a run with the configuration saved in it; "
+                       f"drop {flags} (only --epochs, --checkpoint-every, --device, --no-plots "
+                       "and --quiet may be given)")
+    saved = pathlib.Path(args.resume) / "config.json"
+    if not saved.exists():
+      raise ValueError(f"--resume {args.resume}: no run there ({saved} is missing)")
+    cfg = json.loads(saved.read_text())
+    train = TrainConfig.from_dict(cfg["train"])
+    if args.epochs is not None:
+      train = dataclasses.replace(train, epochs=args.epochs)
+    every = args.checkpoint_every or cfg.get("checkpoint_every", 10)
+    return train, DataConfig(**cfg["data"]), pathlib.Path(args.resume), every
+  tk = {field: getattr(args, k) for k, field in _TRAIN_KEYS.items() if getattr(args, k) is not None}
+  if tk.get("batch_size") == "full":
+    tk["batch_size"] = None
+  if tk.get("optimizer") == "lbfgs" and "batch_size" not in tk:
+    tk["batch_size"] = None
+  if args.epochs is not None:
+    tk["epochs"] = args.epochs
+  train = TrainConfig(**tk)
+  data = DataConfig(**{field: getattr(args, k) for k, field in _DATA_KEYS.items()
+                       if getattr(args, k) is not None})
+  name = pathlib.Path(data.dataset).stem if data.dataset.endswith((".csv", ".gz")) else data.dataset
+  out = pathlib.Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+  return train, data, out, args.checkpoint_every or 10
+
+
+def _progress(total, start, quiet):
+  if quiet:
+    return None, lambda row: None
+  try:
+    from tqdm import tqdm
+  except ImportError:
+    step = max(1, total // 10)
+
+    def plain(row):
+      if row["epoch"] % step == 0 or row["epoch"] == total:
+        print(f"epoch {row['epoch']}/{total}  loss {row['train_loss']:.4f}  "
+              f"acc {row['train_accuracy']:.3f}  val_loss {row['val_loss']:.4f}", file=sys.stderr)
+
+    return None, plain
+  bar = tqdm(total=total, initial=start, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+
+  def update(row):
+    bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=f"{row['train_accuracy']:.3f}",
+                    val_loss=f"{row['val_loss']:.4f}", val_acc=f"{row['val_accuracy']:.3f}",
+                    refresh=False)
+    bar.update(1)
+
+  return bar, update
+
+
+def _report(metrics, out) -> str:
+  lines = [f"{'split':6s} {'n':>7s} {'accuracy':>9s} {'log-loss':>9s}"]
+  for part in ("train", "val", "test"):
+    m = metrics[part]
+    lines.append(f"{part:6s} {m['n']:7d} {m['accuracy']:9.4f} {m['log_loss']:9.4f}")
+  lines.append(f"epochs {metrics['epochs']}"
+               + (f" (early stop, best epoch {metrics['best_epoch']})"
+                  if metrics.get("stopped_early") else "")
+               + f", {metrics['seconds_this_session']:.1f} s, backend {metrics['backend']} "
+               f"({metrics['device']})")
+  lines.append(f"run directory: {out}")
+  return "\n".join(lines)
+
+
+def _train(args: argparse.Namespace) -> int:
+  problem = _use_device(args.device)
+  if problem:
+    print(f"softmax-jax train: {problem}", file=sys.stderr)
+    return 2
+  import jax
+
+  from ._checkpoint import CheckpointError
+  from ._data import DataError
+  from ._runs import Interrupted, train_run
+
+  try:
+    train, data, out, every = _configs(args)
+    if train.dtype == "float64":
+      jax.config.update("jax_enable_x64", True)
+    start = 0
+    if args.resume:
+      hist = out / "checkpoints"
+      start = max((int(p.name) for p in hist.glob("[0-9]*")), default=0) if hist.exists() else 0
+    bar, update = _progress(train.epochs, start, args.quiet)
+    try:
+      metrics = train_run(train, data, out, checkpoint_every=every, resume=bool(args.resume),
+                          overwrite=args.overwrite, plots=not args.no_plots, on_epoch=update)
+    finally:
+      if bar is not None:
+        bar.close()
+  except Interrupted as e:
+    print(f"softmax-jax train: {e}", file=sys.stderr)
+    return 130
+  except (DataError, CheckpointError, FileExistsError, ValueError) as e:
+    print(f"softmax-jax train: {e}", file=sys.stderr)
+    return 2
+  print(_report(metrics, out))
+  return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+  problem = _use_device(args.device)
+  if problem:
+    print(f"softmax-jax predict: {problem}", file=sys.stderr)
+    return 2
+  from ._data import DataError
+  from ._runs import predict_run
+
+  try:
+    path, summary = predict_run(args.run, args.data, args.out)
+  except (DataError, FileNotFoundError, ValueError) as e:
+    print(f"softmax-jax predict: {e}", file=sys.stderr)
+    return 2
+  acc = f", accuracy {summary['accuracy']:.4f}" if "accuracy" in summary else ""
+  print(f"{summary['n']} predictions written to {path}{acc}")
+  return 0

@@ -1,0 +1,102 @@
+"""``softmax-jax train`` and ``softmax-jax predict`` end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from softmax_jax.cli import main
+
+
+@pytest.fixture(scope="module")
+def iris_run(tmp_path_factory):
+  out = tmp_path_factory.mktemp("cli") / "iris"
+  code = main(["train", "--out", str(out), "--epochs", "40", "--lr", "0.05", "--quiet",
+               "--checkpoint-every", "15"])
+  assert code == 0
+  return out
+
+
+def test_train_writes_a_complete_run(iris_run, capsys):
+  for name in ("config.json", "model.json", "params.npz", "metrics.json", "history.csv",
+               "curves.png", "confusion_matrix.png", "decision_regions.png"):
+    assert (iris_run / name).stat().st_size > 0, name
+  metrics = json.loads((iris_run / "metrics.json").read_text())
+  assert metrics["epochs"] == 40 and metrics["test"]["accuracy"] >= 0.85
+  assert sorted(p.name for p in (iris_run / "checkpoints").iterdir()) == ["30", "40"]
+
+
+def test_resume_extends_a_run_and_refuses_new_settings(iris_run, tmp_path, capsys):
+  import shutil
+
+  run = tmp_path / "r"
+  shutil.copytree(iris_run, run)
+  assert main(["train", "--resume", str(run), "--epochs", "45", "--quiet", "--no-plots"]) == 0
+  assert json.loads((run / "metrics.json").read_text())["epochs"] == 45
+  assert len((run / "history.csv").read_text().splitlines()) == 46
+  assert main(["train", "--resume", str(run), "--lr", "0.5"]) == 2
+  assert "drop --lr" in capsys.readouterr().err
+  assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+  assert "no run there" in capsys.readouterr().err
+
+
+def test_predict(iris_run, tmp_path, capsys):
+  from softmax_jax._data import _DATA_DIR
+
+  out = tmp_path / "p.csv"
+  assert main(["predict", "--run", str(iris_run), str(_DATA_DIR / "iris.csv"),
+               "--out", str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert f"150 predictions written to {out}, accuracy 0.9" in printed
+  assert len(out.read_text().splitlines()) == 151
+
+
+def test_bad_csv_names_file_line_and_column(tmp_path, capsys):
+  bad = tmp_path / "bad.csv"
+  bad.write_text("a,b,label\n1,2,x\n3,oops,y\n")
+  assert main(["train", "--dataset", str(bad), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+  err = capsys.readouterr().err
+  assert "bad.csv, line 3, column 'b' (2): 'oops' is not a number" in err
+  assert not (tmp_path / "o").exists()  # nothing trained, nothing written
+  missing = tmp_path / "missing.csv"
+  missing.write_text("a,b,label\n1,,x\n3,4,y\n")
+  assert main(["train", "--dataset", str(missing), "--out", str(tmp_path / "o2")]) == 2
+  assert "line 2, column 'b' (2)" in capsys.readouterr().err
+  one = tmp_path / "one.csv"
+  one.write_text("a,label\n1,x\n2,x\n")
+  assert main(["train", "--dataset", str(one), "--out", str(tmp_path / "o3")]) == 2
+  assert "class" in capsys.readouterr().err
+  assert main(["train", "--dataset", str(bad), "--label", "nope", "--out",
+               str(tmp_path / "o4")]) == 2
+  assert "nope" in capsys.readouterr().err
+
+
+def test_existing_out_is_refused(iris_run, capsys):
+  assert main(["train", "--out", str(iris_run), "--epochs", "2", "--quiet"]) == 2
+  assert "already holds files" in capsys.readouterr().err
+
+
+def _cli(*args, cwd):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, "-m", "softmax_jax", *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_default_train_from_the_command_line(tmp_path):
+  """`softmax-jax train` with no flags: iris, defaults, a run directory under runs/."""
+  proc = _cli("train", cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  runs = list((tmp_path / "runs").iterdir())
+  assert len(runs) == 1 and runs[0].name.startswith("iris-")
+  metrics = json.loads((runs[0] / "metrics.json").read_text())
+  assert metrics["epochs"] == 200 and metrics["test"]["accuracy"] >= 0.85
+  assert "test" in proc.stdout and "backend cpu" in proc.stdout
+  assert "epoch" in proc.stderr  # the progress bar
+
+
+def test_unavailable_device_is_a_clear_error(tmp_path):
+  proc = _cli("train", "--device", "tpu", "--out", "x", cwd=tmp_path)
+  assert proc.returncode == 2
+  assert "--device tpu: JAX found no such backend" in proc.stderr
