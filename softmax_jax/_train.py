@@ -178,7 +178,10 @@ def init_state(config: TrainConfig, n_features: int, n_classes: int, *,
   opt = optimizer if optimizer is not None else make_optimizer(config.optimizer,
                                                                config.learning_rate)
   dtype = _np_dtype(config)
-  return TrainState(params=params, opt_state=opt.init(params), key=key,
+  # Strong dtypes throughout: a weakly typed leaf (optax's line-search info starts
+  # as Python scalars) would change type after the first epoch and force a retrace.
+  opt_state = jax.tree.map(lambda a: jnp.array(a, dtype=jnp.result_type(a)), opt.init(params))
+  return TrainState(params=params, opt_state=opt_state, key=key,
                     epoch=jnp.zeros((), jnp.int32), best_params=params,
                     best_val=jnp.asarray(jnp.inf, dtype), bad_epochs=jnp.zeros((), jnp.int32))
 

@@ -97,11 +97,14 @@ def test_padded_last_batch_counts_every_example_once(iris):
   np.testing.assert_allclose(row["train_accuracy"], want_acc, rtol=1e-13)
 
 
-def test_one_compilation_for_every_epoch(iris):
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_one_compilation_for_every_epoch(iris, optimizer):
   x, y = iris
-  cfg = TrainConfig(epochs=3)
-  epoch = make_epoch(cfg, make_optimizer("adam", 0.01))
-  state = init_state(cfg, 4, 3)
+  cfg = TrainConfig(epochs=3, optimizer=optimizer,
+                    batch_size=None if optimizer == "lbfgs" else 32)
+  opt = make_optimizer(optimizer, 0.01)
+  epoch = make_epoch(cfg, opt)
+  state = init_state(cfg, 4, 3, optimizer=opt)
   xs, ys = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
   empty = (jnp.zeros((0, 4), jnp.float32), jnp.zeros((0,), jnp.int32))
   for _ in range(3):
