@@ -16,23 +16,23 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee 
 $py -c "import jax, optax; print('jax', jax.__version__, 'optax', optax.__version__, jax.devices())" 2>&1 | tee -a "$LOG"
 
 stage "1. correctness: softmax-jax verify --quick on the GPU"
-timeout 180 $py -m softmax_jax verify --quick --all --json "$OUT/verify_gpu.json" > /tmp/verify.txt 2>&1
+timeout 90 $py -m softmax_jax verify --quick --all --json "$OUT/verify_gpu.json" > /tmp/verify.txt 2>&1
 echo "verify exit $?" | tee -a "$LOG"; tail -4 /tmp/verify.txt | tee -a "$LOG"
 
 stage "2. bench, default grid"
-timeout 240 $py -m softmax_jax bench --backend gpu --json "$OUT/bench_gpu.json" \
+timeout 150 $py -m softmax_jax bench --backend gpu --json "$OUT/bench_gpu.json" \
   --markdown "$OUT/bench_gpu.md" 2>/dev/null | tee -a "$LOG"
 echo "bench exit $?" | tee -a "$LOG"
 
 stage "3. bench, reference shapes of the large-scale issue"
-timeout 240 $py -m softmax_jax bench --backend gpu --shapes 65536x1024,8192x32768,4096x131072 \
+timeout 100 $py -m softmax_jax bench --backend gpu --shapes 65536x1024,8192x32768,4096x131072 \
   --ops softmax,log_softmax,xent_int_fwd_bwd --json "$OUT/bench_gpu_large.json" 2>/dev/null \
   | tee -a "$LOG"
 echo "bench exit $?" | tee -a "$LOG"
 
 stage "4. training on the GPU"
 for ds in iris digits; do
-  timeout 120 $py -m softmax_jax train --device gpu --dataset $ds --out /tmp/run_$ds --quiet \
+  timeout 45 $py -m softmax_jax train --device gpu --dataset $ds --out /tmp/run_$ds --quiet \
     2>&1 | tee -a "$LOG"
 done
 $py - <<'PY' 2>&1 | tee -a "$LOG"
@@ -42,6 +42,6 @@ out = {ds: json.load(open(f"/tmp/run_{ds}/metrics.json")) for ds in ("iris", "di
 json.dump(out, open(os.environ["OUT"] + "/train_gpu_metrics.json", "w"), indent=1)
 print({k: (v["backend"], v["device"], v["test"]["accuracy"]) for k, v in out.items()})
 PY
-timeout 200 $py experiments/training_report.py --only-throughput \
+timeout 90 $py experiments/training_report.py --only-throughput \
   --json "$OUT/training_gpu.json" --markdown "$OUT/training_gpu.md" 2>&1 | tail -14 | tee -a "$LOG"
 stage "done"
