@@ -12,9 +12,12 @@ orbax is imported here only; ``import softmax_jax`` does not load it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import pathlib
+import signal
+import threading
 from typing import Any
 
 import jax
@@ -33,6 +36,27 @@ def digest(tree: Any) -> str:
     h.update(f"{a.dtype}{a.shape}".encode())
     h.update(np.ascontiguousarray(a).tobytes())
   return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _no_interrupt():
+  """Hold back Ctrl-C while a checkpoint is written, then deliver it."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  caught = []
+  previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if caught:
+    raise KeyboardInterrupt
+
+
+def _short(e: Exception, limit: int = 300) -> str:
+  text = f"{type(e).__name__}: {e}"
+  return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def _ocp():
@@ -75,9 +99,10 @@ class Checkpointer:
     meta = {"epoch": epoch, "fingerprint": self.fingerprint, "history": history,
             "digest": digest(host_state)}
     args = self._ocp.args
-    self._manager.save(epoch, args=args.Composite(state=args.StandardSave(host_state),
-                                                  meta=args.JsonSave(meta)), force=True)
-    self._manager.wait_until_finished()
+    with _no_interrupt():
+      self._manager.save(epoch, args=args.Composite(state=args.StandardSave(host_state),
+                                                    meta=args.JsonSave(meta)), force=True)
+      self._manager.wait_until_finished()
 
   def restore(self, template) -> tuple[Any, list[dict]]:
     """The newest checkpoint as ``(state, history)``; ``template`` gives the structure.
@@ -95,7 +120,7 @@ class Checkpointer:
     try:
       meta = self._manager.restore(epoch, args=args.Composite(meta=args.JsonRestore()))["meta"]
     except Exception as e:  # noqa: BLE001 - orbax raises many types for damaged files
-      raise CheckpointError(f"checkpoint {where} is unreadable: {type(e).__name__}: {e}") from e
+      raise CheckpointError(f"checkpoint {where} is unreadable ({_short(e)})") from e
     if not isinstance(meta, dict) or "fingerprint" not in meta or "digest" not in meta:
       raise CheckpointError(f"checkpoint {where} has no valid metadata")
     theirs, ours = meta["fingerprint"], self.fingerprint
@@ -109,7 +134,7 @@ class Checkpointer:
       state = self._manager.restore(
           epoch, args=args.Composite(state=args.StandardRestore(abstract)))["state"]
     except Exception as e:  # noqa: BLE001
-      raise CheckpointError(f"checkpoint {where} is unreadable: {type(e).__name__}: {e}") from e
+      raise CheckpointError(f"checkpoint {where} is unreadable ({_short(e)})") from e
     state = jax.tree.unflatten(jax.tree.structure(template),
                                [np.asarray(a) for a in jax.tree.leaves(state)])
     if digest(state) != meta["digest"]:

@@ -102,9 +102,9 @@ def _configs(args):
 
   if args.resume:
     given = [k for k in {**_TRAIN_KEYS, **_DATA_KEYS} if getattr(args, k) is not None]
-    if given or args.out:
-      flags = ", ".join("--" + k.replace("_", "-") for k in sorted(set(given)) +
-                        (["out"] if args.out else []))
+    extra = [k for k in ("out", "overwrite") if getattr(args, k)]
+    if given or extra:
+      flags = ", ".join("--" + k.replace("_", "-") for k in sorted(set(given)) + extra)
       raise ValueError(f"--resume continues a run with the configuration saved in it; "
                        f"drop {flags} (only --epochs, --checkpoint-every, --device, --no-plots "
                        "and --quiet may be given)")
@@ -120,14 +120,20 @@ def _configs(args):
   tk = {field: getattr(args, k) for k, field in _TRAIN_KEYS.items() if getattr(args, k) is not None}
   if tk.get("batch_size") == "full":
     tk["batch_size"] = None
-  if tk.get("optimizer") == "lbfgs" and "batch_size" not in tk:
+  if tk.get("optimizer") == "lbfgs":
+    if tk.get("batch_size", None) is not None:
+      raise ValueError("--optimizer lbfgs is full batch; drop --batch-size or pass "
+                       "--batch-size full")
     tk["batch_size"] = None
   if args.epochs is not None:
     tk["epochs"] = args.epochs
   train = TrainConfig(**tk)
   data = DataConfig(**{field: getattr(args, k) for k, field in _DATA_KEYS.items()
                        if getattr(args, k) is not None})
-  name = pathlib.Path(data.dataset).stem if data.dataset.endswith((".csv", ".gz")) else data.dataset
+  name = data.dataset
+  if pathlib.Path(name).is_file():  # a CSV file: store its absolute path, name the run after it
+    data = dataclasses.replace(data, dataset=str(pathlib.Path(name).resolve()))
+    name = pathlib.Path(name).name.split(".")[0]
   out = pathlib.Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
   return train, data, out, args.checkpoint_every or 10
 

@@ -261,7 +261,8 @@ def load_csv(path, *, label: int | str = -1, name: str | None = None) -> Dataset
   Every column except the label column is a numeric feature.  Cells are stripped
   of surrounding whitespace and blank lines are skipped; a name ending in ``.gz``
   is read as gzip-compressed.  Labels that are all integers become classes sorted
-  numerically (named ``'0'``, ``'1'``, ...), any other labels classes sorted as
+  numerically and are named by their value (``3, 7, 10`` give classes ``'3'``,
+  ``'7'``, ``'10'``), any other labels classes sorted as
   strings; ``class_names`` records the mapping.
 
   Args:

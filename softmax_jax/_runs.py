@@ -121,8 +121,12 @@ class Interrupted(Exception):
   """Training was interrupted; a checkpoint of the last finished epoch was written."""
 
   def __init__(self, epoch: int, out: pathlib.Path):
-    super().__init__(f"interrupted after epoch {epoch}; continue with "
-                     f"`softmax-jax train --resume {out}`")
+    if epoch:
+      text = (f"interrupted after epoch {epoch} (checkpoint written); continue with "
+              f"`softmax-jax train --resume {out}`")
+    else:
+      text = "interrupted before the first epoch finished; nothing to resume"
+    super().__init__(text)
     self.epoch = epoch
 
 
@@ -169,10 +173,6 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
   val = prep.arrays("val", dtype)
   n_classes = prep.dataset.n_classes
   out.mkdir(parents=True, exist_ok=True)
-  (out / "config.json").write_text(json.dumps(
-      {"train": config.to_dict(), "data": dataclasses.asdict(data),
-       "checkpoint_every": checkpoint_every}, indent=2))
-
   ckpt = Checkpointer(out / "checkpoints", _fingerprint(config, x, y))
   template = _train.init_state(config, x.shape[1], n_classes)
   state, history = None, []
@@ -182,6 +182,14 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
     except CheckpointError:
       ckpt.close()
       raise
+    if int(state.epoch) > config.epochs:
+      ckpt.close()
+      raise ValueError(f"the run in {out} has done {int(state.epoch)} epochs already; "
+                       f"epochs={config.epochs} would not continue it")
+  # Written only once the checkpoint (if any) is known to belong to this configuration.
+  (out / "config.json").write_text(json.dumps(
+      {"train": config.to_dict(), "data": dataclasses.asdict(data),
+       "checkpoint_every": checkpoint_every}, indent=2))
 
   rows: list[dict] = list(history)
   last = {"state": state}
@@ -311,7 +319,9 @@ def predict_run(run, path, out=None) -> tuple[pathlib.Path, dict]:
   if dtype == np.float64 and not jax.config.jax_enable_x64:
     jax.config.update("jax_enable_x64", True)
   xs = scaler.transform(np.asarray(x, np.float64)).astype(dtype)
-  proba = np.asarray(_model.predict_proba(params, xs))
+  cd = info.get("compute_dtype")
+  proba = np.asarray(_model.predict_proba(params, xs,
+                                          compute_dtype=None if cd is None else np.dtype(cd)))
   pred = proba.argmax(axis=1)
   out = pathlib.Path(out) if out is not None else pathlib.Path(run) / "predictions.csv"
   classes = info["class_names"]

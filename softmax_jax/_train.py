@@ -123,7 +123,8 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
   elif name == "adam":
     opt = optax.adam(learning_rate)
   elif name == "adamw":
-    opt = optax.adamw(learning_rate)
+    # Decoupled weight decay on the weight matrices only, like the L2 penalty.
+    opt = optax.adamw(learning_rate, mask=lambda p: jax.tree.map(lambda a: a.ndim > 1, p))
   elif name == "lbfgs":
     opt = optax.lbfgs()
   else:

@@ -100,3 +100,23 @@ def test_unavailable_device_is_a_clear_error(tmp_path):
   proc = _cli("train", "--device", "tpu", "--out", "x", cwd=tmp_path)
   assert proc.returncode == 2
   assert "--device tpu: JAX found no such backend" in proc.stderr
+
+
+def test_option_conflicts(iris_run, capsys):
+  assert main(["train", "--resume", str(iris_run), "--overwrite"]) == 2
+  assert "drop --overwrite" in capsys.readouterr().err
+  assert main(["train", "--optimizer", "lbfgs", "--batch-size", "32", "--out", "x"]) == 2
+  assert "--optimizer lbfgs is full batch" in capsys.readouterr().err
+
+
+def test_csv_run_records_an_absolute_path(tmp_path, monkeypatch, capsys):
+  import gzip
+
+  monkeypatch.chdir(tmp_path)
+  with gzip.open("pts.csv.gz", "wt") as f:
+    f.write("a,b,kind\n" + "".join(f"{i % 7},{i % 3},{'xy'[i % 2]}\n" for i in range(40)))
+  assert main(["train", "--dataset", "pts.csv.gz", "--epochs", "3", "--quiet", "--no-plots"]) == 0
+  run = next((tmp_path / "runs").iterdir())
+  assert run.name.startswith("pts-")
+  config = json.loads((run / "config.json").read_text())
+  assert config["data"]["dataset"] == str(tmp_path / "pts.csv.gz")

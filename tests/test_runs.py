@@ -124,3 +124,30 @@ def test_float64_and_blobs_run(tmp_path):
   metrics = train_run(cfg, data, tmp_path / "b", plots=False)
   assert metrics["n_classes"] == 4 and metrics["test"]["accuracy"] > 0.5
   assert load_params(tmp_path / "b" / "params.npz")["W"].dtype == np.float64
+
+
+def test_refused_resume_leaves_config_untouched(full_run, tmp_path):
+  out = tmp_path / "run"
+  shutil.copytree(full_run[0], out)
+  before = (out / "config.json").read_text()
+  with pytest.raises(CheckpointError):
+    train_run(TrainConfig(**{**CFG.to_dict(), "l2": 0.5}), DATA, out, resume=True, plots=False)
+  with pytest.raises(ValueError, match="has done 12 epochs already; epochs=5"):
+    train_run(TrainConfig(**{**CFG.to_dict(), "epochs": 5}), DATA, out, resume=True,
+              plots=False)
+  assert (out / "config.json").read_text() == before
+
+
+def test_ctrl_c_waits_for_the_checkpoint_write():
+  import os
+  import signal
+
+  from softmax_jax._checkpoint import _no_interrupt
+
+  finished = False
+  with pytest.raises(KeyboardInterrupt):
+    with _no_interrupt():
+      os.kill(os.getpid(), signal.SIGINT)
+      finished = True  # reached: the interrupt is held back until the block ends
+  assert finished
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
