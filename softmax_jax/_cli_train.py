@@ -71,6 +71,16 @@ def add_parsers(sub) -> None:
   g.add_argument("--overwrite", action="store_true", help="allow --out to hold files")
   g.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 10)")
   g.add_argument("--device", choices=("cpu", "gpu", "tpu"), help="JAX platform to use")
+  g = train.add_argument_group("devices and hosts")
+  g.add_argument("--mesh", help="data-parallel mesh, e.g. data=8 (data=-1: every device)")
+  g.add_argument("--data-parallel", action="store_true", help="same as --mesh data=-1")
+  g.add_argument("--distributed", action="store_true",
+                 help="call jax.distributed.initialize() from the environment (TPU pods, "
+                      "SLURM, Open MPI, JAX_COORDINATOR_ADDRESS...)")
+  g.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-host)")
+  g.add_argument("--num-processes", type=int, help="number of processes (multi-host)")
+  g.add_argument("--process-id", type=int, help="this process's index (multi-host)")
+  g = train.add_argument_group("output")
   g.add_argument("--no-plots", action="store_true", help="skip the figures")
   g.add_argument("--quiet", action="store_true", help="no progress bar")
   train.set_defaults(func=_train)
@@ -172,12 +182,39 @@ def _report(metrics, out) -> str:
                + (f" (early stop, best epoch {metrics['best_epoch']})"
                   if metrics.get("stopped_early") else "")
                + f", {metrics['seconds_this_session']:.1f} s, backend {metrics['backend']} "
-               f"({metrics['device']})")
+               f"({metrics['device']}"
+               + (f", mesh {metrics['mesh']}" if metrics.get("mesh") else "") + ")")
   lines.append(f"run directory: {out}")
   return "\n".join(lines)
 
 
+def _start_processes(args) -> None:
+  if args.distributed or args.coordinator or args.num_processes or args.process_id is not None:
+    from ._distributed import initialize
+
+    initialize(args.coordinator, args.num_processes, args.process_id)
+
+
+def _mesh(args):
+  if args.mesh and args.data_parallel:
+    raise ValueError("give --mesh or --data-parallel, not both")
+  if not (args.mesh or args.data_parallel):
+    return None
+  from ._distributed import make_mesh, parse_mesh
+
+  return make_mesh(parse_mesh(args.mesh or "data=-1"))
+
+
 def _train(args: argparse.Namespace) -> int:
+  if args.device:
+    import jax
+
+    jax.config.update("jax_platforms", args.device)
+  try:
+    _start_processes(args)
+  except (RuntimeError, ValueError) as e:
+    print(f"softmax-jax train: jax.distributed.initialize failed: {e}", file=sys.stderr)
+    return 2
   problem = _use_device(args.device)
   if problem:
     print(f"softmax-jax train: {problem}", file=sys.stderr)
@@ -189,6 +226,7 @@ def _train(args: argparse.Namespace) -> int:
   from ._runs import Interrupted, train_run
 
   try:
+    mesh = _mesh(args)
     train, data, out, every = _configs(args)
     if train.dtype == "float64":
       jax.config.update("jax_enable_x64", True)
@@ -199,7 +237,8 @@ def _train(args: argparse.Namespace) -> int:
     bar, update = _progress(train.epochs, start, args.quiet)
     try:
       metrics = train_run(train, data, out, checkpoint_every=every, resume=bool(args.resume),
-                          overwrite=args.overwrite, plots=not args.no_plots, on_epoch=update)
+                          overwrite=args.overwrite, plots=not args.no_plots, on_epoch=update,
+                          mesh=mesh)
     finally:
       if bar is not None:
         bar.close()
@@ -209,7 +248,8 @@ def _train(args: argparse.Namespace) -> int:
   except (DataError, CheckpointError, FileExistsError, ValueError) as e:
     print(f"softmax-jax train: {e}", file=sys.stderr)
     return 2
-  print(_report(metrics, out))
+  if metrics:  # empty on processes other than 0 of a multi-process run
+    print(_report(metrics, out))
   return 0
 
 

@@ -143,7 +143,7 @@ def _check_out(out: pathlib.Path, resume: bool, overwrite: bool) -> None:
 def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_every: int = 10,
               resume: bool = False, overwrite: bool = False, plots: bool = True,
               on_epoch: Callable[[dict], None] | None = None,
-              stop_after: int | None = None) -> dict:
+              stop_after: int | None = None, mesh=None) -> dict:
   """Train, checkpoint and write every output of a run into ``out``; returns the metrics.
 
   Args:
@@ -158,6 +158,10 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
     on_epoch: called with each epoch's metrics row (progress bars).
     stop_after: stop (as an interruption) once this many epochs are done; for tests
       and for splitting long runs.
+    mesh: optional ``jax.sharding.Mesh`` with a ``data`` axis for data-parallel
+      training (see :func:`softmax_jax.train.fit`).  With several processes
+      (after ``jax.distributed.initialize``) process 0 writes the outputs and
+      no checkpoints are written.
 
   Raises:
     Interrupted: on ``KeyboardInterrupt`` or ``stop_after``, after checkpointing.
@@ -165,6 +169,8 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
   """
   out = pathlib.Path(out)
   _check_out(out, resume, overwrite)
+  if mesh is not None:
+    _train.check_data_parallel(config, mesh)
   if checkpoint_every < 1:
     raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
   prep = prepare(data)
@@ -173,7 +179,11 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
   val = prep.arrays("val", dtype)
   n_classes = prep.dataset.n_classes
   out.mkdir(parents=True, exist_ok=True)
-  ckpt = Checkpointer(out / "checkpoints", _fingerprint(config, x, y))
+  multi = jax.process_count() > 1
+  if multi and resume:
+    raise CheckpointError("resuming is supported in single-process runs only")
+  ckpt = (_NoCheckpoints() if multi else
+          Checkpointer(out / "checkpoints", _fingerprint(config, x, y)))
   template = _train.init_state(config, x.shape[1], n_classes)
   state, history = None, []
   if resume:
@@ -208,7 +218,7 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
   start = time.perf_counter()
   try:
     result = _train.fit(x, y, config, val=val, n_classes=n_classes, state=state,
-                        history=history, callback=callback)
+                        history=history, callback=callback, mesh=mesh)
   except KeyboardInterrupt:
     st = last["state"]
     if st is not None and (ckpt.latest_epoch() or 0) < int(st.epoch):
@@ -219,10 +229,29 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
   if (ckpt.latest_epoch() or 0) < int(result.state.epoch):
     ckpt.save(result.state, result.history)
   ckpt.close()
-  return _write_outputs(out, config, data, prep, result, seconds, plots)
+  if mesh is not None:  # replicated global arrays -> host copies for the outputs
+    result.params = jax.device_get(result.params)
+  if multi and jax.process_index() != 0:
+    return {}
+  metrics = _write_outputs(out, config, data, prep, result, seconds, plots,
+                           mesh=None if mesh is None else dict(mesh.shape))
+  return metrics
 
 
-def _write_outputs(out, config, data, prep, result, seconds, plots) -> dict:
+class _NoCheckpoints:
+  """Stands in for :class:`Checkpointer` where checkpoints are not written."""
+
+  def latest_epoch(self):
+    return None
+
+  def save(self, state, history):
+    pass
+
+  def close(self):
+    pass
+
+
+def _write_outputs(out, config, data, prep, result, seconds, plots, mesh=None) -> dict:
   dtype = np.float64 if config.dtype == "float64" else np.float32
   cd = None if config.compute_dtype is None else np.dtype(config.compute_dtype)
   params = result.params
@@ -236,7 +265,7 @@ def _write_outputs(out, config, data, prep, result, seconds, plots) -> dict:
   metrics["train"]["objective"] = float(_model.loss(params, xs, ys, l2=config.l2,
                                                     compute_dtype=cd))
   metrics.update(epochs=int(result.state.epoch), stopped_early=result.stopped_early,
-                 seconds_this_session=seconds, **_device_info())
+                 seconds_this_session=seconds, mesh=mesh, **_device_info())
   if result.stopped_early:
     best = min(result.history, key=lambda r: r["val_loss"])
     metrics["best_epoch"] = best["epoch"]

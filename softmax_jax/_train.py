@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from . import _model
 from ._losses import cross_entropy_with_integer_labels
@@ -216,10 +218,13 @@ def evaluate(params, x, y, *, compute_dtype=None) -> tuple[jax.Array, jax.Array]
           jnp.mean((jnp.argmax(z, -1) == y).astype(z.dtype)))
 
 
-def _batches(n, batch_size, key, shuffle):
-  """Index and weight arrays ``[batches, batch_size]``; padding has weight 0."""
+def _batches(n, batch_size, key, shuffle, multiple=1):
+  """Index and weight arrays ``[batches, batch_size]``; padding has weight 0.
+
+  A full batch is padded up to a multiple of ``multiple`` (the data-parallel devices).
+  """
   if batch_size is None or batch_size >= n:
-    batch_size = n
+    batch_size = -(-n // multiple) * multiple
   order = jax.random.permutation(key, n) if shuffle else jnp.arange(n)
   nb = -(-n // batch_size)
   pad = nb * batch_size - n
@@ -228,20 +233,32 @@ def _batches(n, batch_size, key, shuffle):
   return idx, w
 
 
-def make_epoch(config: TrainConfig, optimizer: optax.GradientTransformationExtraArgs):
-  """A jitted ``epoch(state, x, y, x_val, y_val) -> (state, metrics)``."""
+def make_epoch(config: TrainConfig, optimizer: optax.GradientTransformationExtraArgs, *,
+               mesh: Mesh | None = None, data_axis: str = "data"):
+  """A jitted ``epoch(state, x, y, x_val, y_val) -> (state, metrics)``.
+
+  With a ``mesh``, every mini-batch is split along ``data_axis`` and everything
+  else is replicated: each device computes the gradient of its share of the
+  batch and XLA sums them with an all-reduce.
+  """
   cd = None if config.compute_dtype is None else jnp.dtype(config.compute_dtype)
   full_batch = config.batch_size is None
+  devices = 1 if mesh is None else mesh.shape[data_axis]
+
+  def split_rows(a):
+    if mesh is None:
+      return a
+    return jax.lax.with_sharding_constraint(a, NamedSharding(mesh, P(data_axis)))
 
   def epoch(state: TrainState, x, y, x_val, y_val):
     n = x.shape[0]
     key, sub = jax.random.split(state.key)
-    idx, wmask = _batches(n, config.batch_size, sub, shuffle=not full_batch)
+    idx, wmask = _batches(n, config.batch_size, sub, shuffle=not full_batch, multiple=devices)
 
     def step(carry, batch):
       params, opt_state = carry
       bi, bw = batch
-      xb, yb, wb = x[bi], y[bi], bw.astype(x.dtype)
+      xb, yb, wb = split_rows(x[bi]), split_rows(y[bi]), split_rows(bw.astype(x.dtype))
       value, grads, xi, correct, value_fn = _batch_terms(config, params, xb, yb, wb)
       updates, opt_state = optimizer.update(grads, opt_state, params, value=value, grad=grads,
                                             value_fn=value_fn)
@@ -261,7 +278,35 @@ def make_epoch(config: TrainConfig, optimizer: optax.GradientTransformationExtra
                "val_loss": val_loss, "val_accuracy": val_acc}
     return new_state, metrics
 
-  return jax.jit(epoch)
+  if mesh is None:
+    return jax.jit(epoch)
+  return jax.jit(epoch, out_shardings=NamedSharding(mesh, P()))
+
+
+def check_data_parallel(config: TrainConfig, mesh: Mesh, data_axis: str = "data") -> None:
+  """Raise a ``ValueError`` unless ``mesh`` can split ``config``'s batches along ``data_axis``."""
+  from ._sharded import check_mesh
+
+  check_mesh(mesh, {"data_axis": data_axis}, "fit")
+  devices = mesh.shape[data_axis]
+  if config.batch_size is not None and config.batch_size % devices:
+    raise ValueError(f"fit: batch_size={config.batch_size} is not a multiple of the {devices} "
+                     f"devices of mesh axis {data_axis!r}")
+
+
+def replicate(tree, mesh: Mesh):
+  """Every leaf of ``tree`` as a global array held whole by every device of ``mesh``.
+
+  Built from host values with ``jax.make_array_from_callback``, so it also works
+  when the mesh spans several processes (each holds the same values).
+  """
+  sharding = NamedSharding(mesh, P())
+
+  def one(leaf):
+    host = np.asarray(jax.device_get(leaf))
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(one, tree)
 
 
 def _check_data(x, y, name, n_features=None):
@@ -276,7 +321,8 @@ def _check_data(x, y, name, n_features=None):
 def fit(x, y, config: TrainConfig = TrainConfig(), *, val: tuple | None = None,
         n_classes: int | None = None, optimizer: optax.GradientTransformation | None = None,
         params=None, state: TrainState | None = None, history: list[dict] | None = None,
-        callback: Callable[[TrainState, dict], None] | None = None) -> TrainResult:
+        callback: Callable[[TrainState, dict], None] | None = None,
+        mesh: Mesh | None = None, data_axis: str = "data") -> TrainResult:
   """Train the softmax-regression model (or its network) on ``(x, y)``.
 
   Args:
@@ -292,6 +338,13 @@ def fit(x, y, config: TrainConfig = TrainConfig(), *, val: tuple | None = None,
     callback: called after every epoch with the state and that epoch's metrics
       (numbers); checkpointing and progress bars hook in here.  An exception it
       raises stops training and propagates.
+    mesh: optional ``jax.sharding.Mesh`` for data-parallel training: each
+      mini-batch is split over the devices of ``data_axis`` (the batch size must
+      be a multiple of their number; a full batch is padded to one), the
+      parameters, optimizer state and data are replicated, and XLA all-reduces
+      the gradients.  The result equals single-device training up to the order
+      of floating-point sums.  Works across hosts after ``jax.distributed.initialize``.
+    data_axis: the mesh axis that splits the batch.
 
   Returns:
     A :class:`TrainResult`.
@@ -324,9 +377,15 @@ def fit(x, y, config: TrainConfig = TrainConfig(), *, val: tuple | None = None,
   if state is None:
     state = init_state(config, x.shape[1], n_classes, optimizer=opt, params=params)
   history = list(history or [])
-  xs, ys = jnp.asarray(x, dtype), jnp.asarray(y, jnp.int32)
-  xv, yv = jnp.asarray(val[0], dtype), jnp.asarray(val[1], jnp.int32)
-  epoch_fn = make_epoch(config, opt)
+  arrays = (np.asarray(x, dtype), np.asarray(y, np.int32), np.asarray(val[0], dtype),
+            np.asarray(val[1], np.int32))
+  if mesh is None:
+    xs, ys, xv, yv = (jnp.asarray(a) for a in arrays)
+  else:
+    check_data_parallel(config, mesh, data_axis)
+    xs, ys, xv, yv = replicate(arrays, mesh)
+    state = replicate(state, mesh)
+  epoch_fn = make_epoch(config, opt, mesh=mesh, data_axis=data_axis)
 
   def patience_spent():
     return config.patience is not None and int(state.bad_epochs) >= config.patience

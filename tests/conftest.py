@@ -1,8 +1,14 @@
-"""Test configuration: 64-bit floats for the float64 reference checks."""
+"""Test configuration: 64-bit floats for the float64 reference checks, and 8 simulated
+CPU devices for the sharding tests (set before JAX starts its backend)."""
 
-import jax
-import numpy as np
-import pytest
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=8").strip()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

@@ -120,3 +120,15 @@ def test_csv_run_records_an_absolute_path(tmp_path, monkeypatch, capsys):
   assert run.name.startswith("pts-")
   config = json.loads((run / "config.json").read_text())
   assert config["data"]["dataset"] == str(tmp_path / "pts.csv.gz")
+
+
+def test_data_parallel_command_line(tmp_path, capsys):
+  out = tmp_path / "dp"
+  assert main(["train", "--mesh", "data=8", "--epochs", "5", "--quiet", "--no-plots",
+               "--out", str(out)]) == 0
+  assert "mesh {'data': 8}" in capsys.readouterr().out
+  assert json.loads((out / "metrics.json").read_text())["mesh"] == {"data": 8}
+  assert main(["train", "--mesh", "model=8", "--out", str(tmp_path / "x")]) == 2
+  assert "write it as data=N" in capsys.readouterr().err
+  assert main(["train", "--mesh", "data=16", "--out", str(tmp_path / "x")]) == 2
+  assert "needs 16 devices but JAX sees 8" in capsys.readouterr().err
