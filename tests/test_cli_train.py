@@ -132,3 +132,31 @@ def test_data_parallel_command_line(tmp_path, capsys):
   assert "write it as data=N" in capsys.readouterr().err
   assert main(["train", "--mesh", "data=16", "--out", str(tmp_path / "x")]) == 2
   assert "needs 16 devices but JAX sees 8" in capsys.readouterr().err
+
+
+def test_two_processes_on_one_machine(tmp_path):
+  """Multi-host start-up: two processes join through jax.distributed and train one model."""
+  import socket
+
+  import numpy as np
+
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+         "XLA_FLAGS": ""}
+  common = ["--coordinator", f"localhost:{port}", "--num-processes", "2", "--data-parallel",
+            "--epochs", "5", "--quiet", "--no-plots", "--out", str(tmp_path / "mh")]
+  procs = [subprocess.Popen([sys.executable, "-m", "softmax_jax", "train", *common,
+                             "--process-id", str(i)], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=240) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  assert "mesh {'data': 2}" in outs[0][0] and "run directory" not in outs[1][0]  # process 0 reports
+  single = tmp_path / "single"
+  assert _cli("train", "--epochs", "5", "--quiet", "--no-plots", "--out", str(single),
+              cwd=tmp_path).returncode == 0
+  a, b = np.load(tmp_path / "mh" / "params.npz"), np.load(single / "params.npz")
+  for k in a.files:
+    np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
