@@ -50,7 +50,9 @@ def _no_interrupt():
     yield
   finally:
     signal.signal(signal.SIGINT, previous)
-  if caught:
+  if caught and callable(previous):  # the handler that was there decides (usually: raise)
+    previous(*caught[0])
+  elif caught and previous == signal.SIG_DFL:
     raise KeyboardInterrupt
 
 

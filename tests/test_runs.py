@@ -138,16 +138,24 @@ def test_refused_resume_leaves_config_untouched(full_run, tmp_path):
   assert (out / "config.json").read_text() == before
 
 
-def test_ctrl_c_waits_for_the_checkpoint_write():
+@pytest.mark.parametrize("handler", ["default", "ignore"])
+def test_ctrl_c_waits_for_the_checkpoint_write(handler):
+  import contextlib
   import os
   import signal
 
   from softmax_jax._checkpoint import _no_interrupt
 
-  finished = False
-  with pytest.raises(KeyboardInterrupt):
-    with _no_interrupt():
-      os.kill(os.getpid(), signal.SIGINT)
-      finished = True  # reached: the interrupt is held back until the block ends
-  assert finished
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  before = signal.default_int_handler if handler == "default" else signal.SIG_IGN
+  saved = signal.signal(signal.SIGINT, before)
+  try:
+    finished = False
+    expect = pytest.raises(KeyboardInterrupt) if handler == "default" else contextlib.nullcontext()
+    with expect:
+      with _no_interrupt():
+        os.kill(os.getpid(), signal.SIGINT)
+        finished = True  # reached: the interrupt is held back until the block ends
+    assert finished
+    assert signal.getsignal(signal.SIGINT) is before  # an ignored Ctrl-C stays ignored
+  finally:
+    signal.signal(signal.SIGINT, saved)
