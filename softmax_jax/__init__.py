@@ -3,6 +3,7 @@
 from ._jacobian import softmax_jacobian as softmax_jacobian
 from ._jacobian import softmax_jvp as softmax_jvp
 from ._jacobian import softmax_vjp as softmax_vjp
+from ._linear import linear_cross_entropy as linear_cross_entropy
 from ._losses import binary_cross_entropy as binary_cross_entropy
 from ._losses import cross_entropy as cross_entropy
 from ._losses import cross_entropy_grad as cross_entropy_grad
@@ -19,7 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "binary_cross_entropy", "cross_entropy", "cross_entropy_grad",
-    "cross_entropy_with_integer_labels", "log_sigmoid", "log_softmax", "logsumexp", "sigmoid",
-    "sigmoid_derivative", "softmax", "softmax_jacobian", "softmax_jvp", "softmax_vjp",
-    "validate_labels",
+    "cross_entropy_with_integer_labels", "linear_cross_entropy", "log_sigmoid", "log_softmax",
+    "logsumexp", "sigmoid", "sigmoid_derivative", "softmax", "softmax_jacobian", "softmax_jvp",
+    "softmax_vjp", "validate_labels",
 ]

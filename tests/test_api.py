@@ -11,7 +11,7 @@ PUBLIC = {
     "softmax", "log_softmax", "logsumexp", "sigmoid", "log_sigmoid", "sigmoid_derivative",
     "softmax_jacobian", "softmax_jvp", "softmax_vjp", "cross_entropy",
     "cross_entropy_with_integer_labels", "binary_cross_entropy", "cross_entropy_grad",
-    "validate_labels",
+    "validate_labels", "linear_cross_entropy",
 }
 
 
