@@ -268,13 +268,34 @@ def train_step_cases(n: int, d: int, c: int) -> list[Case]:
   return [Case("train_step", (n, d, c), "float32", ours, {"optax": base}, make, None, 1e-4)]
 
 
+def linear_cases(n: int, h: int, v: int, dtype: str = "float32") -> list[Case]:
+  """Chunked ``linear_cross_entropy`` value+grad against materialising ``h @ W``."""
+  from ._linear import linear_cross_entropy
+
+  dt = jnp.dtype(dtype)
+
+  def make(k):
+    k1, k2 = jax.random.split(k)
+    return (jax.random.normal(k1, (n, h), dt), (jax.random.normal(k2, (h, v)) / h**0.5).astype(dt),
+            _labels(k, n, v))
+
+  ours = jax.value_and_grad(lambda x, w, t: linear_cross_entropy(x, w, t), (0, 1))
+  base = jax.value_and_grad(
+      lambda x, w, t: optax.softmax_cross_entropy_with_integer_labels(
+          (x @ w).astype(jnp.float32), t).mean(), (0, 1))
+  tol = 2e-2 if dt.itemsize < 4 else 1e-4
+  return [Case("linear_xent_fwd_bwd", (n, h, v), dtype, ours, {"materialised (optax)": base},
+               make, None, tol)]
+
+
 OPS = ("softmax", "log_softmax", "xent_int_fwd", "xent_int_fwd_bwd", "xent_prob_fwd",
-       "xent_prob_fwd_bwd", "softmax_jacobian", "softmax_vjp", "softmax_jvp", "train_step")
+       "xent_prob_fwd_bwd", "softmax_jacobian", "softmax_vjp", "softmax_jvp", "train_step",
+       "linear_xent_fwd_bwd")
 
 
 def default_cases(shapes: Sequence[tuple[int, int]], dtypes: Sequence[str],
                   ops: Sequence[str] = OPS, *, jacobian_shape=(256, 128), product_shape=(8, 4096),
-                  train_shape=(4096, 64, 10)) -> list[Case]:
+                  train_shape=(4096, 64, 10), linear_shape=(1024, 128, 16384)) -> list[Case]:
   cases: list[Case] = []
   for dtype in dtypes:
     for n, c in shapes:
@@ -284,6 +305,8 @@ def default_cases(shapes: Sequence[tuple[int, int]], dtypes: Sequence[str],
   cases += [k for k in product_cases(*product_shape) if k.op in ops]
   if "train_step" in ops:
     cases += train_step_cases(*train_shape)
+  if "linear_xent_fwd_bwd" in ops:
+    cases += linear_cases(*linear_shape)
   return cases
 
 

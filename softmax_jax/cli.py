@@ -118,7 +118,8 @@ def _bench(args: argparse.Namespace) -> int:
     return 2
   cases = bench.default_cases(args.shapes, args.dtype, args.ops or bench.OPS,
                               jacobian_shape=args.jacobian_shape,
-                              product_shape=args.product_shape)
+                              product_shape=args.product_shape,
+                              linear_shape=args.linear_shape)
   bar = None
   try:
     from tqdm import tqdm
@@ -197,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="row-op shapes NxC (default 4096x1024,512x32768)")
   bench.add_argument("--jacobian-shape", type=_shape, default=(256, 128))
   bench.add_argument("--product-shape", type=_shape, default=(8, 4096))
+  bench.add_argument("--linear-shape", type=_shape, default=(1024, 128, 16384),
+                     help="tokens x hidden x vocabulary of linear_xent_fwd_bwd")
   bench.add_argument("--ops", type=_csv(str), help="comma-separated subset of the operations")
   bench.add_argument("--repeats", type=int, default=15)
   bench.add_argument("--json", metavar="PATH")

@@ -12,7 +12,7 @@ import pytest
 from softmax_jax import _softmax, bench, cli
 
 TINY = ["bench", "--shapes", "64x32", "--dtype", "float32", "--jacobian-shape", "8x8",
-        "--product-shape", "2x64", "--repeats", "3"]
+        "--product-shape", "2x64", "--linear-shape", "16x8x64", "--repeats", "3"]
 
 
 def test_tiny_grid_writes_every_output(tmp_path, capsys):
