@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks
+from . import _checks, _pallas
 
 # ---------------------------------------------------------------------------
 # Shared numerics: row max, shifted logits and sums.
@@ -123,12 +123,17 @@ def _softmax_impl(x, axis, where, temperature):
   return _softmax(_scale(_upcast(x), temperature), axis, where).astype(x.dtype)
 
 
+def _is_one(temperature) -> bool:
+  return isinstance(temperature, int | float) and temperature == 1
+
+
 def softmax(
     x: ArrayLike,
     axis: int | tuple[int, ...] = -1,
     *,
     where: ArrayLike | None = None,
     temperature: ArrayLike = 1.0,
+    impl: str = "auto",
 ) -> jax.Array:
   r"""Softmax function: probabilities from logits.
 
@@ -146,6 +151,8 @@ def softmax(
       left out (probability 0, gradient 0).
     temperature: ``T > 0``; the logits are divided by it.  May be a traced
       value (a learned temperature); a concrete one is checked.
+    impl: ``"auto"`` (the fused Pallas kernel on GPU for the last axis without
+      ``where`` or ``temperature``, XLA otherwise), ``"xla"`` or ``"pallas"``.
 
   Returns:
     Probabilities with the shape and dtype of ``x``.
@@ -163,6 +170,9 @@ def softmax(
   x = _checks.float_array(x, "x", fn)
   ax = _checks.axes(axis, x.ndim, fn)
   where = _checks.where_mask(where, x.shape, fn)
+  if _pallas.use(impl, x, ax, fn, where=where is not None,
+                 temperature=not _is_one(temperature)):
+    return _pallas.softmax(x, False)
   return _softmax_impl(x, ax, where, _temperature_arg(temperature, fn))
 
 
@@ -203,6 +213,7 @@ def log_softmax(
     *,
     where: ArrayLike | None = None,
     temperature: ArrayLike = 1.0,
+    impl: str = "auto",
 ) -> jax.Array:
   r"""Log-softmax function, computed without forming ``log(softmax(x))``.
 
@@ -214,6 +225,7 @@ def log_softmax(
     axis: the class axis (or a tuple of axes).
     where: optional boolean mask broadcastable to ``x``.
     temperature: ``T > 0``.
+    impl: ``"auto"``, ``"xla"`` or ``"pallas"``, as in :func:`softmax`.
 
   Returns:
     Log-probabilities with the shape and dtype of ``x``.
@@ -231,6 +243,9 @@ def log_softmax(
   x = _checks.float_array(x, "x", fn)
   ax = _checks.axes(axis, x.ndim, fn)
   where = _checks.where_mask(where, x.shape, fn)
+  if _pallas.use(impl, x, ax, fn, where=where is not None,
+                 temperature=not _is_one(temperature)):
+    return _pallas.softmax(x, True)
   return _log_softmax_impl(x, ax, where, _temperature_arg(temperature, fn))
 
 

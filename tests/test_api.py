@@ -44,6 +44,9 @@ def _cases(rng):
       "binary_cross_entropy": (
           lambda z, b: sj.binary_cross_entropy(z, b, reduction="none"), (z, b)),
       "cross_entropy_grad": (sj.cross_entropy_grad, (z, t)),
+      "linear_cross_entropy": (
+          lambda z, y: sj.linear_cross_entropy(z, jnp.outer(w, w), y, chunk_size=3,
+                                               reduction="none"), (z, y)),
   }
 
 

@@ -1,0 +1,92 @@
+"""The fused Pallas kernels, run in interpret mode on the CPU, against the XLA path."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import softmax_jax as sj
+from softmax_jax import _pallas
+
+
+def _logits(rng, shape, dtype=jnp.float32):
+  x = jnp.asarray(rng.normal(size=shape) * 3, dtype)
+  x = x.reshape(-1, shape[-1]).at[0].set(-jnp.inf)  # an empty row
+  x = x.at[1, : shape[-1] // 2].set(-jnp.inf)  # a half-masked row
+  return x.reshape(shape)
+
+
+@pytest.mark.parametrize("c,max_tile", [(10, 16384), (1000, 16384), (4096, 512), (3072, 1024)])
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_kernel_one_and_many_tiles(rng, c, max_tile, log):
+  x = _logits(rng, (13, c))
+  got = _pallas.softmax_2d(x, log=log, max_tile=max_tile)
+  want = (sj.log_softmax if log else sj.softmax)(x, impl="xla")
+  np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
+  np.testing.assert_allclose(jnp.where(jnp.isfinite(want), got, 0),
+                             jnp.where(jnp.isfinite(want), want, 0), rtol=2e-6, atol=2e-7)
+
+
+@pytest.mark.parametrize("c,max_tile", [(10, 16384), (4096, 512)])
+def test_cross_entropy_kernel_loss_and_gradient(rng, c, max_tile):
+  x = _logits(rng, (11, c))
+  t = jnp.asarray(rng.integers(0, c, 11)).at[1].set(c - 1)  # a label on a finite logit
+  loss, grad, counted = _pallas.xent_2d(x, t, max_tile=max_tile)
+  want = sj.cross_entropy_with_integer_labels(x, t, reduction="none", impl="xla")
+  np.testing.assert_allclose(loss, want, rtol=2e-6, atol=2e-6)
+  want_grad = jax.grad(lambda z: sj.cross_entropy_with_integer_labels(z, t, reduction="sum",
+                                                                      impl="xla"))(x)
+  np.testing.assert_allclose(grad, want_grad, atol=2e-7)
+  np.testing.assert_array_equal(counted, [0.0] + [1.0] * 10)
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 2e-6), (jnp.bfloat16, 1e-2)])
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_public_functions_with_impl_pallas(rng, dtype, tol, fn):
+  x = jnp.asarray(rng.normal(size=(2, 5, 40)), dtype)
+  f = getattr(sj, fn)
+  got = f(x, impl="pallas")
+  assert got.dtype == dtype and got.shape == x.shape
+  np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(f(x), np.float32),
+                             rtol=tol, atol=tol)
+  v = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+  g = jax.grad(lambda z: jnp.sum(f(z, impl="pallas").astype(jnp.float32) * v))(x)
+  h = jax.grad(lambda z: jnp.sum(f(z, impl="xla").astype(jnp.float32) * v))(x)
+  np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(h, np.float32),
+                             rtol=10 * tol, atol=10 * tol)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_with_impl_pallas(rng, reduction):
+  x = _logits(rng, (3, 4, 33))
+  t = jnp.asarray(rng.integers(0, 33, (3, 4))).at[0, 1].set(32)
+  f = lambda z, impl: sj.cross_entropy_with_integer_labels(z, t, reduction=reduction,  # noqa: E731
+                                                           impl=impl)
+  np.testing.assert_allclose(f(x, "pallas"), f(x, "xla"), rtol=2e-6, atol=2e-6)
+  g = jax.grad(lambda z: jnp.sum(f(z, "pallas")))(x)
+  h = jax.grad(lambda z: jnp.sum(f(z, "xla")))(x)
+  np.testing.assert_allclose(g, h, atol=2e-7)
+  assert jax.jit(jax.grad(lambda z: jnp.sum(f(z, "pallas"))))(x).shape == x.shape
+
+
+def test_auto_uses_xla_on_cpu_and_pallas_when_asked(rng):
+  x = jnp.asarray(rng.normal(size=(4, 8)), jnp.float32)
+  assert "pallas_call" not in str(jax.make_jaxpr(sj.softmax)(x))
+  assert "pallas_call" in str(jax.make_jaxpr(lambda z: sj.softmax(z, impl="pallas"))(x))
+
+
+def test_impl_errors(rng):
+  x = jnp.asarray(rng.normal(size=(4, 8)), jnp.float32)
+  with pytest.raises(ValueError, match="impl must be one of"):
+    sj.softmax(x, impl="triton")
+  with pytest.raises(ValueError, match="impl='pallas' does not support where"):
+    sj.softmax(x, where=x > 0, impl="pallas")
+  with pytest.raises(ValueError, match="does not support temperature"):
+    sj.log_softmax(x, temperature=2.0, impl="pallas")
+  with pytest.raises(ValueError, match=r"axis=\(0,\)"):
+    sj.softmax(x, axis=0, impl="pallas")
+  with pytest.raises(ValueError, match="dtype float64"):
+    sj.softmax(x.astype(jnp.float64), impl="pallas")
+  with pytest.raises(ValueError, match="label_smoothing"):
+    sj.cross_entropy_with_integer_labels(x, jnp.zeros(4, jnp.int32), label_smoothing=0.1,
+                                         impl="pallas")
