@@ -26,7 +26,13 @@ echo "bench exit $?" | tee -a "$LOG"
 
 stage "3. bench, reference shapes of the large-scale issue"
 timeout 100 $py -m softmax_jax bench --backend gpu --shapes 65536x1024,8192x32768,4096x131072 \
-  --ops softmax,log_softmax,xent_int_fwd_bwd --json "$OUT/bench_gpu_large.json" 2>/dev/null \
+  --ops softmax,log_softmax,xent_int_fwd_bwd --dtype float32,bfloat16 --json "$OUT/bench_gpu_large.json" 2>/dev/null \
+  | tee -a "$LOG"
+echo "bench exit $?" | tee -a "$LOG"
+
+stage "3b. chunked linear cross-entropy at the reference shape (bfloat16)"
+timeout 100 $py -m softmax_jax bench --backend gpu --ops linear_xent_fwd_bwd --dtype bfloat16 \
+  --linear-shape 8192x4096x131072 --repeats 5 --json "$OUT/bench_gpu_linear.json" 2>/dev/null \
   | tee -a "$LOG"
 echo "bench exit $?" | tee -a "$LOG"
 

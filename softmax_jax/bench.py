@@ -195,17 +195,29 @@ def row_cases(n: int, c: int, dtype: str) -> list[Case]:
     return optax.softmax_cross_entropy(z, t).mean()
 
   s = (n, c)
+  # On GPU our functions run the fused Pallas kernels ("auto"); our XLA path is then
+  # timed beside them as a second baseline.
+  gpu = jax.default_backend() == "gpu"
+
+  def xla(name, fn):
+    return {f"softmax_jax {name} (xla)": fn} if gpu else {}
+
   return [
       Case("softmax", s, dtype, lambda z: _softmax.softmax(z),
-           {"jax.nn.softmax": lambda z: jax.nn.softmax(z)}, logits, 2 * isz * nc, tol),
+           {"jax.nn.softmax": lambda z: jax.nn.softmax(z),
+            **xla("softmax", lambda z: _softmax.softmax(z, impl="xla"))},
+           logits, 2 * isz * nc, tol),
       Case("log_softmax", s, dtype, lambda z: _softmax.log_softmax(z),
-           {"jax.nn.log_softmax": lambda z: jax.nn.log_softmax(z)}, logits, 2 * isz * nc,
-           max(tol, 1e-3)),
+           {"jax.nn.log_softmax": lambda z: jax.nn.log_softmax(z),
+            **xla("log_softmax", lambda z: _softmax.log_softmax(z, impl="xla"))},
+           logits, 2 * isz * nc, max(tol, 1e-3)),
       Case("xent_int_fwd", s, dtype, sj_int, {"optax": ox_int}, with_labels, isz * nc + 4 * n,
            max(tol, 1e-4)),
       Case("xent_int_fwd_bwd", s, dtype, jax.value_and_grad(sj_int),
-           {"optax": jax.value_and_grad(ox_int)}, with_labels, 2 * isz * nc + 4 * n,
-           max(tol, 1e-4)),
+           {"optax": jax.value_and_grad(ox_int),
+            **xla("xent", jax.value_and_grad(
+                lambda z, y: _losses.cross_entropy_with_integer_labels(z, y, impl="xla")))},
+           with_labels, 2 * isz * nc + 4 * n, max(tol, 1e-4)),
       Case("xent_prob_fwd", s, dtype, sj_soft, {"optax": ox_soft}, with_targets, 2 * isz * nc,
            max(tol, 1e-4)),
       Case("xent_prob_fwd_bwd", s, dtype, jax.value_and_grad(sj_soft),
@@ -306,7 +318,8 @@ def default_cases(shapes: Sequence[tuple[int, int]], dtypes: Sequence[str],
   if "train_step" in ops:
     cases += train_step_cases(*train_shape)
   if "linear_xent_fwd_bwd" in ops:
-    cases += linear_cases(*linear_shape)
+    for dtype in dtypes:
+      cases += linear_cases(*linear_shape, dtype)
   return cases
 
 
