@@ -1,17 +1,18 @@
-r"""Linear cross-entropy computed in chunks of tokens: the ``N × V`` logits never exist.
+r"""Linear cross-entropy computed in vocabulary chunks: the ``N × V`` logits never exist.
 
 ``linear_cross_entropy(h, W, t)`` is ``ξ(t, softmax(h W + b))`` per token.  A
 language model's output layer has ``V`` of 32k–256k classes, and the
 materialised logits (and their gradient) dominate its memory.  Here a
-``jax.custom_vjp`` walks over chunks of ``chunk_size`` tokens:
+``jax.custom_vjp`` walks over the vocabulary in chunks of ``chunk_size`` columns:
 
-- forward: per chunk, ``z = h_c W + b`` (``[chunk, V]``), its log-sum-exp and the
-  loss; only ``lse`` (``[N]``) is saved;
+- forward: per chunk, ``z = h W[:, c] + b[c]`` (``[N, chunk]``), merged into a
+  running row max ``m`` and sum ``s ← s·e^{m − m'} + Σ e^{z − m'}`` (online
+  softmax) and the target logit; only ``lse = m + log s`` (``[N]``) is saved;
 - backward: per chunk, ``z`` again, ``y = exp(z − lse)``, the lecture's
   ``∂ξ/∂z = y − t`` (with the options below folded in), then
-  ``d h_c = dz Wᵀ`` and ``d W += h_cᵀ dz``, ``d b += Σ dz``.
+  ``d W[:, c] = hᵀ dz`` written in place, ``d h += dz W[:, c]ᵀ``, ``d b[c] = Σ dz``.
 
-So temporary memory is ``O(chunk · V)`` instead of ``O(N · V)``.  Options per
+So temporary memory is ``O(N · chunk + N · H)`` instead of ``O(N · V)``.  Options per
 token (with ``lse = log Σ_c e^{z_c}`` and ``ε`` the label smoothing):
 
 .. math::
@@ -35,12 +36,11 @@ from jax.typing import ArrayLike
 
 from . import _checks
 
-_DEFAULT_CHUNK_BYTES = 8 << 20  # logits of one chunk, float32
-_PAD = -(2**31)  # label of the rows that pad the last chunk
+_DEFAULT_CHUNK_BYTES = 32 << 20  # logits of one chunk, float32
 
 
 def _logits(h, w, b, softcap):
-  """``(z, tanh factor or None)`` for one chunk, in float32 (or float64)."""
+  """``(z, tanh factor or None)`` for one vocabulary chunk, in float32 (or float64)."""
   acc = jnp.promote_types(w.dtype, jnp.float32)
   z = jnp.dot(h, w, preferred_element_type=acc)
   if b is not None:
@@ -51,29 +51,37 @@ def _logits(h, w, b, softcap):
   return softcap * th, th
 
 
-def _row_terms(z, labels, valid, eps, z_loss):
-  """Per-row ``(loss, lse)``; rows that are not counted give 0, bad labels NaN."""
-  m = lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
-  lse = (m + jnp.log(jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True)))[:, 0]
-  z_t = jnp.take_along_axis(z, jnp.where(valid, labels, 0)[:, None], axis=-1)[:, 0]
-  loss = (1 - eps) * (lse - z_t)
-  if eps:
-    loss = loss + eps * (lse - jnp.mean(z, axis=-1))
-  if z_loss:
-    loss = loss + z_loss * jnp.square(lse)
-  zero = jnp.zeros_like(loss)
-  bad = _bad(labels, valid, z.shape[-1])
-  loss = jnp.where(bad, jnp.full_like(loss, jnp.nan), loss)
-  return jnp.where(valid, loss, zero), jnp.where(valid, lse, zero)
+def _valid(labels, ignore_index):
+  """Rows that count: every label except ``ignore_index``."""
+  if ignore_index is None:
+    return jnp.ones(labels.shape, bool)
+  return labels != ignore_index
 
 
-def _chunks(a, chunk, fill=0):
-  """``a`` (``[N, ...]``) padded to whole chunks and split as ``[N/chunk, chunk, ...]``."""
-  n = a.shape[0]
-  pad = -n % chunk
-  if pad:
-    a = jnp.concatenate([a, jnp.full((pad,) + a.shape[1:], fill, a.dtype)])
-  return a.reshape((-1, chunk) + a.shape[1:])
+def _bad(labels, valid, v):
+  return valid & ((labels < 0) | (labels >= v))
+
+
+def _over_vocab(w, b, chunk, fn, carry):
+  """``carry = fn(w_chunk, b_chunk, offset, carry)`` over the vocabulary in chunks.
+
+  Whole chunks are read with ``dynamic_slice`` inside a loop (no copy of
+  ``w``); a remainder narrower than ``chunk`` is handled once after it.
+  """
+  v = w.shape[1]
+  full, rest = divmod(v, chunk)
+
+  def body(j, carry):
+    start = j * chunk
+    w_j = lax.dynamic_slice_in_dim(w, start, chunk, axis=1)
+    b_j = None if b is None else lax.dynamic_slice_in_dim(b, start, chunk)
+    return fn(w_j, b_j, start, carry)
+
+  carry = lax.fori_loop(0, full, body, carry)
+  if rest:
+    start = full * chunk
+    carry = fn(w[:, start:], None if b is None else b[start:], start, carry)
+  return carry
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
@@ -81,67 +89,70 @@ def _lce(h, w, b, labels, chunk, ignore_index, eps, z_loss, softcap):
   return _lce_fwd(h, w, b, labels, chunk, ignore_index, eps, z_loss, softcap)[0]
 
 
-def _valid(labels, ignore_index):
-  """Rows that count: every label except ``ignore_index`` (and the padding, label −2³¹)."""
-  ok = labels != _PAD
-  if ignore_index is not None:
-    ok = ok & (labels != ignore_index)
-  return ok
-
-
-def _bad(labels, valid, v):
-  return valid & ((labels < 0) | (labels >= v))
-
-
 def _lce_fwd(h, w, b, labels, chunk, ignore_index, eps, z_loss, softcap):
-  n = h.shape[0]
-  hc, tc = _chunks(h, chunk), _chunks(labels, chunk, fill=_PAD)
+  n, v = h.shape[0], w.shape[1]
+  acc = jnp.promote_types(w.dtype, jnp.float32)
 
-  def body(_, xs):
-    h_i, t_i = xs
-    z, _ = _logits(h_i, w, b, softcap)
-    return None, _row_terms(z, t_i, _valid(t_i, ignore_index), eps, z_loss)
+  def step(w_j, b_j, start, carry):
+    m, s, z_t, z_sum = carry
+    z, _ = _logits(h, w_j, b_j, softcap)  # [N, chunk]
+    m_new = jnp.maximum(m, lax.stop_gradient(jnp.max(z, axis=-1)))
+    s = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(z - m_new[:, None]), axis=-1)  # online
+    local = labels - start
+    mine = (local >= 0) & (local < z.shape[1])
+    picked = jnp.take_along_axis(z, jnp.clip(local, 0, z.shape[1] - 1)[:, None], axis=-1)[:, 0]
+    z_t = z_t + jnp.where(mine, picked, jnp.zeros_like(picked))
+    if eps:
+      z_sum = z_sum + jnp.sum(z, axis=-1)
+    return m_new, s, z_t, z_sum
 
-  _, (loss, lse) = lax.scan(body, None, (hc, tc))
-  loss, lse = loss.reshape(-1)[:n], lse.reshape(-1)[:n]
+  zeros = jnp.zeros((n,), acc)
+  init = (jnp.full((n,), -jnp.inf, acc), zeros, zeros, zeros)
+  m, s, z_t, z_sum = _over_vocab(w, b, chunk, step, init)
+  lse = m + jnp.log(s)
+  loss = (1 - eps) * (lse - z_t)
+  if eps:
+    loss = loss + eps * (lse - z_sum / v)
+  if z_loss:
+    loss = loss + z_loss * jnp.square(lse)
+  valid = _valid(labels, ignore_index)
+  loss = jnp.where(_bad(labels, valid, v), jnp.full_like(loss, jnp.nan), loss)
+  loss, lse = jnp.where(valid, loss, zeros), jnp.where(valid, lse, zeros)
   return (loss, lse), (h, w, b, labels, lse)
 
 
 def _lce_bwd(chunk, ignore_index, eps, z_loss, softcap, res, cts):
   h, w, b, labels, lse = res
   g_loss, g_lse = cts
-  n, v = h.shape[0], w.shape[1]
+  v = w.shape[1]
   valid = _valid(labels, ignore_index)
-  g_loss = jnp.where(valid, g_loss, jnp.zeros_like(g_loss))
-  g_lse = jnp.where(valid, g_lse, jnp.zeros_like(g_lse))
+  zero = jnp.zeros_like(g_loss)
+  g_loss, g_lse = jnp.where(valid, g_loss, zero), jnp.where(valid, g_lse, zero)
   acc = jnp.promote_types(w.dtype, jnp.float32)
-  xs = (_chunks(h, chunk), _chunks(labels, chunk, fill=_PAD), _chunks(lse, chunk),
-        _chunks(g_loss, chunk), _chunks(g_lse, chunk))
+  scale = g_loss * (1 + 2 * z_loss * lse) + g_lse  # d(ξ + λ lse²)/d lse, and the lse output
+  nan_rows = _bad(labels, valid, v)[:, None]
 
-  def body(carry, x):
-    dw, db = carry
-    h_i, t_i, lse_i, gl_i, gz_i = x
-    z, th = _logits(h_i, w, b, softcap)
-    y = jnp.exp(z - lse_i[:, None])
-    scale = gl_i * (1 + 2 * z_loss * lse_i) + gz_i  # d(ξ + λ lse²)/d lse and the lse output
-    onehot = jnp.arange(v) == t_i[:, None]
-    dz = scale[:, None] * y - (gl_i * (1 - eps))[:, None] * onehot  # (…) y − (1 − ε) t
+  def step(w_j, b_j, start, carry):
+    dh, dw, db = carry
+    z, th = _logits(h, w_j, b_j, softcap)
+    y = jnp.exp(z - lse[:, None])
+    onehot = jnp.arange(z.shape[1]) + start == labels[:, None]
+    dz = scale[:, None] * y - (g_loss * (1 - eps))[:, None] * onehot  # (…) y − (1 − ε) t
     if eps:
-      dz = dz - (gl_i * eps / v)[:, None]
+      dz = dz - (g_loss * eps / v)[:, None]
     if th is not None:
       dz = dz * (1 - jnp.square(th))
-    live = _valid(t_i, ignore_index)
-    dz = jnp.where(live[:, None], dz, jnp.zeros_like(dz))  # skipped and padding rows
-    dz = jnp.where(_bad(t_i, live, v)[:, None], jnp.full_like(dz, jnp.nan), dz).astype(acc)
-    dh = jnp.dot(dz.astype(w.dtype), w.T, preferred_element_type=acc).astype(h.dtype)
-    dw = dw + jnp.dot(h_i.T, dz.astype(h.dtype), preferred_element_type=acc)
-    db = db + jnp.sum(dz, axis=0)
-    return (dw, db), dh
+    dz = jnp.where(nan_rows, jnp.full_like(dz, jnp.nan), dz)
+    dh = dh + jnp.dot(dz.astype(w.dtype), w_j.T, preferred_element_type=acc)
+    dw_j = jnp.dot(h.T, dz.astype(h.dtype), preferred_element_type=acc).astype(w.dtype)
+    dw = lax.dynamic_update_slice_in_dim(dw, dw_j, start, axis=1)
+    if db is not None:
+      db = lax.dynamic_update_slice_in_dim(db, jnp.sum(dz, axis=0).astype(db.dtype), start, 0)
+    return dh, dw, db
 
-  init = (jnp.zeros(w.shape, acc), jnp.zeros((v,), acc))
-  (dw, db), dh = lax.scan(body, init, xs)
-  dh = dh.reshape(-1, h.shape[1])[:n]
-  return dh, dw.astype(w.dtype), None if b is None else db.astype(b.dtype), None
+  init = (jnp.zeros(h.shape, acc), jnp.zeros_like(w), None if b is None else jnp.zeros_like(b))
+  dh, dw, db = _over_vocab(w, b, chunk, step, init)
+  return dh.astype(h.dtype), dw, db, None
 
 
 _lce.defvjp(_lce_fwd, _lce_bwd)
@@ -163,8 +174,9 @@ def linear_cross_entropy(
 ):
   r"""Cross-entropy of ``softmax(hidden @ weight + bias)`` without the ``[N, V]`` logits.
 
-  The forward and backward passes walk over chunks of ``chunk_size`` tokens, so
-  only ``[chunk_size, V]`` logits exist at a time; the residuals saved between
+  The forward and backward passes walk over the vocabulary in chunks of
+  ``chunk_size`` columns, so only ``[N, chunk_size]`` logits exist at a time
+  (the running log-sum-exp is merged as in online softmax); the residuals saved between
   the passes are ``O(N)`` (the log-sum-exp per token).  Values and gradients
   equal those of the materialised ``cross_entropy_with_integer_labels(hidden @
   weight + bias, labels)`` up to rounding.
@@ -175,7 +187,8 @@ def linear_cross_entropy(
     labels: ``[N]`` integer labels in ``[0, V)``; ``ignore_index`` contributes
       nothing, any other label outside ``[0, V)`` gives a NaN loss and gradient.
     bias: optional ``[V]``.
-    chunk_size: tokens per chunk; default: about 8 MB of float32 logits.
+    chunk_size: vocabulary columns per chunk; default: about 32 MB of float32
+      logits, a multiple of 128.
     ignore_index: a label value to skip.
     label_smoothing: ``ε`` in ``[0, 1)``: the target is ``(1 − ε) t + ε / V``.
     z_loss: PaLM's auxiliary ``λ_z · lse²`` per token.
@@ -223,11 +236,11 @@ def linear_cross_entropy(
     raise ValueError(f"{fn}: logit_softcap must be a positive number or None, "
                      f"got {logit_softcap!r}")
   n, v = h.shape[0], w.shape[1]
-  if chunk_size is None:
-    chunk_size = max(1, min(n, _DEFAULT_CHUNK_BYTES // (4 * v)))
+  if chunk_size is None:  # about _DEFAULT_CHUNK_BYTES of float32 logits, a multiple of 128
+    chunk_size = max(128, _DEFAULT_CHUNK_BYTES // (4 * max(n, 1)) // 128 * 128)
   if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
     raise ValueError(f"{fn}: chunk_size must be a positive integer, got {chunk_size!r}")
-  chunk_size = min(chunk_size, max(n, 1))
+  chunk_size = min(chunk_size, v)
   loss, lse = _lce(h, w, b, labels, chunk_size, ignore_index, eps, float(z_loss),
                    None if logit_softcap is None else float(logit_softcap))
   if reduction == "none":
