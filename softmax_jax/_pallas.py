@@ -36,27 +36,37 @@ def supported(x: jax.Array) -> bool:
 
 
 def _layout(c: int, max_tile: int = MAX_TILE) -> tuple[int, int]:
-  """``(tile width, number of tiles)`` for ``c`` classes."""
+  """``(tile width, number of tiles)`` for ``c`` classes; tiles have a power-of-two width
+  (the Triton backend's rule) and the last one may reach past ``c`` (masked)."""
   if c <= max_tile:
-    return c, 1
-  tile = max_tile
-  while c % tile:
-    tile //= 2
-  return tile, c // tile
+    return pl.next_power_of_2(c), 1
+  return max_tile, pl.cdiv(c, max_tile)
 
 
 def _rows_per_block(n: int, tile: int) -> int:
-  return max(1, min(n, ROW_ELEMS // pl.next_power_of_2(tile)))
+  """A power of two; a last block reaching past ``n`` is masked by Pallas."""
+  return max(1, min(pl.next_power_of_2(n), ROW_ELEMS // tile))
 
 
 def _interpret(interpret):
   return jax.default_backend() == "cpu" if interpret is None else interpret
 
 
-def _stats(x_ref, tile, tiles):
+def _load(x_ref, cols, offset, c):
+  """A tile in float32 with the columns past ``c`` set to −inf, and its column indices."""
+  z = x_ref[:, cols].astype(jnp.float32)
+  idx = jax.lax.broadcasted_iota(jnp.int32, z.shape, 1) + offset
+  return jnp.where(idx < c, z, -jnp.inf), idx
+
+
+def _tile_cols(j, tile):
+  return pl.ds(pl.multiple_of(j * tile, tile), tile)
+
+
+def _stats(x_ref, tile, tiles, c):
   """Row max ``m`` (0 for rows without a finite entry) and ``s = Σ e^{z − m}``, ``[rows, 1]``."""
   if tiles == 1:
-    z = x_ref[...].astype(jnp.float32)
+    z, _ = _load(x_ref, slice(None), 0, c)
     m = jnp.max(z, axis=-1, keepdims=True)
     m = jnp.where(m == -jnp.inf, 0.0, m)
     return m, jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True)
@@ -65,7 +75,7 @@ def _stats(x_ref, tile, tiles):
 
   def body(j, carry):
     m, s = carry
-    z = x_ref[:, pl.ds(j * tile, tile)].astype(jnp.float32)
+    z, _ = _load(x_ref, _tile_cols(j, tile), j * tile, c)
     m_new = jnp.maximum(m, jnp.max(z, axis=-1, keepdims=True))
     m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)
     s = s * jnp.exp(jnp.where(m == -jnp.inf, -jnp.inf, m - m_safe)) + jnp.sum(
@@ -81,16 +91,17 @@ def _for_tiles(tile, tiles, fn, init):
   """``acc = fn(columns, offset, acc)`` over every tile (``columns``: a slice or ``pl.ds``)."""
   if tiles == 1:
     return fn(slice(None), 0, init)
-  return jax.lax.fori_loop(0, tiles, lambda j, acc: fn(pl.ds(j * tile, tile), j * tile, acc),
+  return jax.lax.fori_loop(0, tiles, lambda j, acc: fn(_tile_cols(j, tile), j * tile, acc),
                            init)
 
 
-def _softmax_kernel(x_ref, o_ref, *, tile, tiles, log):
-  m, s = _stats(x_ref, tile, tiles)
+def _softmax_kernel(x_ref, o_ref, *, tile, tiles, c, log):
+  m, s = _stats(x_ref, tile, tiles, c)
   empty = s == 0  # every class masked with −inf
 
   def write(cols, offset, acc):
-    z = x_ref[:, cols].astype(jnp.float32) - m
+    z, _ = _load(x_ref, cols, offset, c)
+    z = z - m
     if log:
       out = jnp.where(empty, -jnp.inf, z - jnp.log(s))
     else:
@@ -105,17 +116,29 @@ def _call(kernel, x, outs, interpret, max_tile, extra_in=()):
   n, c = x.shape
   tile, tiles = _layout(c, max_tile)
   br = _rows_per_block(n, tile)
-  row_block = pl.BlockSpec((br, c), lambda i: (i, 0))
+  row_block = pl.BlockSpec((br, tile * tiles), lambda i: (i, 0))
   vec_block = pl.BlockSpec((br, 1), lambda i: (i, 0))
   specs = [row_block if len(o.shape) == 2 and o.shape[1] == c else vec_block for o in outs]
+  interpret = _interpret(interpret)
+  params = None
+  if not interpret:  # the Triton backend (Pallas would otherwise pick Mosaic GPU)
+    from jax.experimental.pallas import triton as pltriton
+
+    params = pltriton.CompilerParams(num_warps=_warps(br * tile), num_stages=1)
   return pl.pallas_call(
-      functools.partial(kernel, tile=tile, tiles=tiles),
+      functools.partial(kernel, tile=tile, tiles=tiles, c=c),
       out_shape=outs if len(outs) > 1 else outs[0],
       grid=(pl.cdiv(n, br),),
       in_specs=[row_block] + [vec_block] * len(extra_in),
       out_specs=specs if len(outs) > 1 else specs[0],
-      interpret=_interpret(interpret),
+      interpret=interpret,
+      compiler_params=params,
   )(x, *extra_in)
+
+
+def _warps(elements: int) -> int:
+  """Warps per program: more for wider blocks (4 up to 2048 elements, at most 16)."""
+  return int(min(16, max(4, pl.next_power_of_2(elements) // 1024)))
 
 
 @functools.partial(jax.jit, static_argnames=("log", "interpret", "max_tile"))
@@ -126,17 +149,16 @@ def softmax_2d(x: jax.Array, *, log: bool = False, interpret: bool | None = None
   return _call(kernel, x, (jax.ShapeDtypeStruct(x.shape, x.dtype),), interpret, max_tile)
 
 
-def _xent_kernel(x_ref, t_ref, loss_ref, grad_ref, valid_ref, *, tile, tiles):
-  m, s = _stats(x_ref, tile, tiles)
+def _xent_kernel(x_ref, t_ref, loss_ref, grad_ref, valid_ref, *, tile, tiles, c):
+  m, s = _stats(x_ref, tile, tiles, c)
   t = t_ref[...]  # [rows, 1] int32
-  c = x_ref.shape[1]
   empty = s == 0
   bad = (t < 0) | (t >= c)
   lse = m + jnp.log(jnp.where(empty, 1.0, s))
 
   def write(cols, offset, z_t):
-    raw = x_ref[:, cols].astype(jnp.float32)
-    hit = jax.lax.broadcasted_iota(jnp.int32, raw.shape, 1) + offset == t
+    raw, idx = _load(x_ref, cols, offset, c)
+    hit = idx == t
     grad = jnp.where(empty, 0.0, jnp.exp(raw - lse) - hit.astype(jnp.float32))  # y − t
     grad_ref[:, cols] = jnp.where(bad, jnp.nan, grad).astype(grad_ref.dtype)
     return z_t + jnp.sum(jnp.where(hit, raw, 0.0), axis=-1, keepdims=True)
@@ -182,9 +204,6 @@ def use(impl: str, x: jax.Array, axes: tuple[int, ...], fn: str, **unsupported) 
     reasons.append(f"axis={axes} (the kernels take the last axis only)")
   if not supported(x):
     reasons.append(f"dtype {x.dtype} (float16, bfloat16 or float32 only)")
-  elif x.shape[-1] > MAX_TILE and _layout(x.shape[-1])[0] < 128:
-    reasons.append(f"{x.shape[-1]} classes (longer than {MAX_TILE} and without a tile "
-                   "width of 128 or more dividing them)")
   if impl == "pallas":
     if reasons:
       raise ValueError(f"{fn}: impl='pallas' does not support " + ", ".join(reasons))

@@ -90,3 +90,19 @@ def test_impl_errors(rng):
   with pytest.raises(ValueError, match="label_smoothing"):
     sj.cross_entropy_with_integer_labels(x, jnp.zeros(4, jnp.int32), label_smoothing=0.1,
                                          impl="pallas")
+
+
+@pytest.mark.parametrize("shape", [(4096, 1000), (13, 1024), (64, 40000)])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_kernels_lower_for_the_gpu_triton_backend(shape, dtype):
+  """Lowering for CUDA needs no GPU: it checks the Triton backend's rules (power-of-two
+  array shapes, block layout) for odd row and class counts and the multi-tile path."""
+  from jax import export
+
+  x = jax.ShapeDtypeStruct(shape, dtype)
+  t = jax.ShapeDtypeStruct(shape[:1], jnp.int32)
+  triton = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+  for fn, args in ((lambda x: _pallas.softmax_2d(x, log=True, interpret=False), (x,)),
+                   (lambda x, t: _pallas.xent_2d(x, t, interpret=False), (x, t))):
+    module = export.export(jax.jit(fn), platforms=["cuda"], disabled_checks=[triton])(*args)
+    assert "__gpu$xla.gpu.triton" in module.mlir_module()
