@@ -345,13 +345,33 @@ def _int_xent_bwd(eps, ignore_index, res, cts):
 _int_xent.defvjp(_int_xent_fwd, _int_xent_bwd)
 
 
-@partial(jax.jit, static_argnums=(4, 5, 6, 7))
-def _int_impl(logits, labels, class_weights, where, axis, eps, ignore_index, reduction):
+def softcap_logits(z, cap):
+  """``cap·tanh(z / cap)`` (Gemma 2's logit soft-capping), keeping ``−inf`` (masked) as is."""
+  return jnp.where(z == -jnp.inf, -jnp.inf, cap * jnp.tanh(z / cap))
+
+
+def _safe_lse(zm):
+  """``log Σ e^z`` per row, 0 for a row without a finite entry (and no NaN gradient)."""
+  m = lax.stop_gradient(jnp.max(zm, axis=-1, keepdims=True))
+  m = jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
+  s = jnp.sum(jnp.exp(zm - m), axis=-1, keepdims=True)
+  return (m + jnp.log(jnp.where(s > 0, s, jnp.ones_like(s))))[..., 0], (s > 0)[..., 0]
+
+
+@partial(jax.jit, static_argnums=(4, 5, 6, 7, 8, 9))
+def _int_impl(logits, labels, class_weights, where, axis, eps, ignore_index, reduction,
+              z_loss=0.0, softcap=None):
   dtype = _checks.compute_dtype(logits.dtype)
   z = jnp.moveaxis(logits.astype(dtype), axis, -1)
+  if softcap is not None:
+    z = softcap_logits(z, softcap)
   w = None if where is None else jnp.moveaxis(where, axis, -1)
   cw = None if class_weights is None else class_weights.astype(dtype)
   loss, weight = _int_xent(z, labels, cw, w, eps, ignore_index)
+  if z_loss:  # PaLM's auxiliary loss λ_z·lse² on the counted rows; d/dz = 2 λ_z lse y
+    lse, row_ok = _safe_lse(_masked(z, w))
+    counted = row_ok if ignore_index is None else row_ok & (labels != ignore_index)
+    loss = loss + jnp.where(counted, z_loss * jnp.square(lse), jnp.zeros_like(lse))
   return _reduce(loss, weight, reduction)
 
 
@@ -381,6 +401,8 @@ def cross_entropy_with_integer_labels(
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
     reduction: str = "mean",
+    z_loss: float = 0.0,
+    logit_softcap: float | None = None,
     impl: str = "auto",
 ) -> jax.Array:
   r"""Cross-entropy with integer class labels, with PyTorch's ``F.cross_entropy`` semantics.
@@ -407,9 +429,14 @@ def cross_entropy_with_integer_labels(
       not count in the mean (PyTorch uses -100).
     label_smoothing: ``ε`` in ``[0, 1]``.
     reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-    impl: ``"auto"`` (the fused Pallas kernel on GPU when no option above is
-      set, XLA otherwise), ``"xla"`` or ``"pallas"`` (an error when an option
-      the kernel lacks is set).  Both agree within the dtype tolerance.
+    z_loss: PaLM's auxiliary loss: ``λ_z · lse²`` is added to each counted
+      example (``lse = log Σ_c e^{z_c}``); its gradient ``2 λ_z lse · y``.
+    logit_softcap: ``s`` to use ``s·tanh(z/s)`` as the logits (Gemma 2);
+      ``−inf`` stays ``−inf``.
+    impl: ``"auto"`` (the fused Pallas kernel on GPU unless ``where`` is given,
+      XLA otherwise), ``"xla"`` or ``"pallas"``.  Both agree within the dtype
+      tolerance; the Pallas kernel writes the loss and the gradient in one
+      pass over the logits.
 
   Returns:
     The loss (float32 for half-precision logits).
@@ -446,11 +473,19 @@ def cross_entropy_with_integer_labels(
     ignore_index = int(ignore_index)
   eps = _checks.label_smoothing(label_smoothing, fn)
   reduction = _checks.reduction(reduction, fn)
-  if _pallas.use(impl, logits, (ax,), fn, where=where is not None,
-                 class_weights=class_weights is not None, ignore_index=ignore_index is not None,
-                 label_smoothing=eps != 0.0):
-    return _pallas.cross_entropy(logits, labels, reduction)
-  return _int_impl(logits, labels, class_weights, where, ax, eps, ignore_index, reduction)
+  if not isinstance(z_loss, int | float) or isinstance(z_loss, bool) or not z_loss >= 0:
+    raise ValueError(f"{fn}: z_loss must be a number >= 0, got {z_loss!r}")
+  if logit_softcap is not None and (not isinstance(logit_softcap, int | float)
+                                    or not logit_softcap > 0):
+    raise ValueError(f"{fn}: logit_softcap must be a positive number or None, "
+                     f"got {logit_softcap!r}")
+  cap = None if logit_softcap is None else float(logit_softcap)
+  if _pallas.use(impl, logits, (ax,), fn, where=where is not None):
+    z = jnp.moveaxis(logits, ax, -1)
+    return _pallas.cross_entropy(z, labels, reduction, weights=class_weights, eps=eps,
+                                 z_loss=float(z_loss), softcap=cap, ignore_index=ignore_index)
+  return _int_impl(logits, labels, class_weights, where, ax, eps, ignore_index, reduction,
+                   float(z_loss), cap)
 
 
 # ---------------------------------------------------------------------------

@@ -112,13 +112,19 @@ def _softmax_kernel(x_ref, o_ref, *, tile, tiles, c, log):
   _for_tiles(tile, tiles, write, 0)
 
 
-def _call(kernel, x, outs, interpret, max_tile, extra_in=()):
+def _call(kernel, x, outs, interpret, max_tile, extra_in=(), extra_specs=()):
   n, c = x.shape
+  max_tile = MAX_TILE if max_tile is None else max_tile
   tile, tiles = _layout(c, max_tile)
   br = _rows_per_block(n, tile)
   row_block = pl.BlockSpec((br, tile * tiles), lambda i: (i, 0))
-  vec_block = pl.BlockSpec((br, 1), lambda i: (i, 0))
-  specs = [row_block if len(o.shape) == 2 and o.shape[1] == c else vec_block for o in outs]
+
+  def spec(o):
+    if o.shape[1] == c:
+      return row_block
+    return pl.BlockSpec((br, o.shape[1]), lambda i: (i, 0))
+
+  specs = [spec(o) for o in outs]
   interpret = _interpret(interpret)
   params = None
   if not interpret:  # the Triton backend (Pallas would otherwise pick Mosaic GPU)
@@ -129,7 +135,7 @@ def _call(kernel, x, outs, interpret, max_tile, extra_in=()):
       functools.partial(kernel, tile=tile, tiles=tiles, c=c),
       out_shape=outs if len(outs) > 1 else outs[0],
       grid=(pl.cdiv(n, br),),
-      in_specs=[row_block] + [vec_block] * len(extra_in),
+      in_specs=[row_block, *extra_specs],
       out_specs=specs if len(outs) > 1 else specs[0],
       interpret=interpret,
       compiler_params=params,
@@ -143,43 +149,109 @@ def _warps(elements: int) -> int:
 
 @functools.partial(jax.jit, static_argnames=("log", "interpret", "max_tile"))
 def softmax_2d(x: jax.Array, *, log: bool = False, interpret: bool | None = None,
-               max_tile: int = MAX_TILE) -> jax.Array:
+               max_tile: int | None = None) -> jax.Array:
   """``softmax`` (or ``log_softmax``) of ``[N, C]`` over the last axis with one kernel."""
   kernel = functools.partial(_softmax_kernel, log=log)
   return _call(kernel, x, (jax.ShapeDtypeStruct(x.shape, x.dtype),), interpret, max_tile)
 
 
-def _xent_kernel(x_ref, t_ref, loss_ref, grad_ref, valid_ref, *, tile, tiles, c):
-  m, s = _stats(x_ref, tile, tiles, c)
+def _cap(z, softcap):
+  """``s·tanh(z/s)`` with −inf kept (a masked class stays masked), and the tanh."""
+  if softcap is None:
+    return z, None
+  th = jnp.tanh(z / softcap)
+  return jnp.where(z == -jnp.inf, -jnp.inf, softcap * th), th
+
+
+def _xent_kernel(x_ref, t_ref, w_ref, loss_ref, grad_ref, aux_ref, *, tile, tiles, c, eps,
+                 z_loss, softcap, ignore_index):
+  """Per row: ``ξ`` (PyTorch semantics with class weights and smoothing, plus ``λ_z lse²``),
+  the gradient for a unit cotangent, and ``aux = [w_t, −log y_t, counted, lse]``."""
   t = t_ref[...]  # [rows, 1] int32
-  empty = s == 0
-  bad = (t < 0) | (t >= c)
-  lse = m + jnp.log(jnp.where(empty, 1.0, s))
+  rows = t.shape[0]
 
-  def write(cols, offset, z_t):
+  def tile_terms(cols, offset):
     raw, idx = _load(x_ref, cols, offset, c)
+    z, th = _cap(raw, softcap)
+    w = w_ref[:, cols].astype(jnp.float32)  # [1, tile]
+    return z, th, idx, jnp.where(z > -jnp.inf, w, 0.0)
+
+  # Pass 1: online max and sum, the target's logit and weight, smoothing sums.
+  def stats(cols, offset, acc):
+    m, s, z_t, w_t, k, wsum, wz = acc
+    z, _, idx, wv = tile_terms(cols, offset)
+    m_new = jnp.maximum(m, jnp.max(z, axis=-1, keepdims=True))
+    m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)
+    s = s * jnp.exp(jnp.where(m == -jnp.inf, -jnp.inf, m - m_safe)) + jnp.sum(
+        jnp.exp(z - m_safe), axis=-1, keepdims=True)
     hit = idx == t
-    grad = jnp.where(empty, 0.0, jnp.exp(raw - lse) - hit.astype(jnp.float32))  # y − t
+    z_t = z_t + jnp.sum(jnp.where(hit, z, 0.0), axis=-1, keepdims=True)
+    w_t = w_t + jnp.sum(jnp.where(hit, w_ref[:, cols].astype(jnp.float32), 0.0), axis=-1,
+                        keepdims=True)
+    if eps:
+      k = k + jnp.sum((z > -jnp.inf).astype(jnp.float32), axis=-1, keepdims=True)
+      wsum = wsum + jnp.sum(wv, axis=-1, keepdims=True)
+      wz = wz + jnp.sum(jnp.where(wv != 0, wv * z, 0.0), axis=-1, keepdims=True)
+    return m_new, s, z_t, w_t, k, wsum, wz
+
+  zero = jnp.zeros((rows, 1), jnp.float32)
+  init = (jnp.full((rows, 1), -jnp.inf, jnp.float32), zero, zero, zero, zero, zero, zero)
+  m, s, z_t, w_t, k, wsum, wz = _for_tiles(tile, tiles, stats, init)
+  m = jnp.where(m == -jnp.inf, 0.0, m)
+  empty = s == 0
+  lse = m + jnp.log(jnp.where(empty, 1.0, s))
+  counted = ~empty
+  if ignore_index is not None:
+    counted = counted & (t != ignore_index)
+  bad = counted & ((t < 0) | (t >= c) | (z_t == -jnp.inf))
+  nll = lse - z_t
+  coef_k = eps / jnp.where(k > 0, k, 1.0) if eps else zero
+  loss = (1 - eps) * w_t * nll + coef_k * (wsum * lse - wz) + z_loss * jnp.square(lse)
+  loss_ref[...] = jnp.where(bad, jnp.nan, jnp.where(counted, loss, 0.0))
+  aux_ref[:, 0:1] = jnp.where(counted, w_t, 0.0)
+  aux_ref[:, 1:2] = jnp.where(counted, nll, 0.0)
+  aux_ref[:, 2:3] = counted.astype(jnp.float32)
+  aux_ref[:, 3:4] = lse
+
+  # Pass 2: ∂ℓ/∂z_c = ((1−ε) w_t + (ε/K) W + 2 λ_z lse) y_c − (1−ε) w_t [c = t] − (ε/K) w_c.
+  scale = (1 - eps) * w_t + coef_k * wsum + 2 * z_loss * lse
+
+  def write(cols, offset, acc):
+    z, th, idx, wv = tile_terms(cols, offset)
+    grad = scale * jnp.exp(z - lse) - ((1 - eps) * w_t) * (idx == t).astype(jnp.float32)
+    if eps:
+      grad = grad - coef_k * wv
+    if th is not None:
+      grad = grad * (1 - jnp.square(th))
+    grad = jnp.where(counted, grad, 0.0)
     grad_ref[:, cols] = jnp.where(bad, jnp.nan, grad).astype(grad_ref.dtype)
-    return z_t + jnp.sum(jnp.where(hit, raw, 0.0), axis=-1, keepdims=True)
+    return acc
 
-  z_t = _for_tiles(tile, tiles, write, jnp.zeros_like(m))
-  loss = jnp.where(empty, 0.0, lse - z_t)
-  loss_ref[...] = jnp.where(bad, jnp.nan, loss)
-  valid_ref[...] = jnp.where(empty, 0.0, 1.0)
+  _for_tiles(tile, tiles, write, 0)
 
 
-@functools.partial(jax.jit, static_argnames=("interpret", "max_tile"))
-def xent_2d(x: jax.Array, labels: jax.Array, *, interpret: bool | None = None,
-            max_tile: int = MAX_TILE):
-  """``(loss [N] float32, grad [N, C], counted [N])``: ``ξ``, ``y − t`` and whether the row
-  has a finite logit, in one kernel."""
+@functools.partial(jax.jit, static_argnames=("interpret", "max_tile", "eps", "z_loss",
+                                             "softcap", "ignore_index"))
+def xent_2d(x: jax.Array, labels: jax.Array, weights: jax.Array | None = None, *,
+            eps: float = 0.0, z_loss: float = 0.0, softcap: float | None = None,
+            ignore_index: int | None = None, interpret: bool | None = None,
+            max_tile: int | None = None):
+  """``(loss [N], grad [N, C], aux [N, 4])`` in one kernel: the per-row loss, its gradient
+  for a unit cotangent, and ``[w_t, −log y_t, counted, lse]`` (the first two 0 for rows
+  that do not count)."""
   n, c = x.shape
-  vec = jax.ShapeDtypeStruct((n, 1), jnp.float32)
-  outs = (vec, jax.ShapeDtypeStruct((n, c), x.dtype), vec)
-  loss, grad, valid = _call(_xent_kernel, x, outs, interpret, max_tile,
-                            extra_in=(labels.astype(jnp.int32).reshape(n, 1),))
-  return loss[:, 0], grad, valid[:, 0]
+  tile, tiles = _layout(c, MAX_TILE if max_tile is None else max_tile)
+  w = jnp.ones((1, c), jnp.float32) if weights is None else weights.astype(jnp.float32)[None]
+  outs = (jax.ShapeDtypeStruct((n, 1), jnp.float32), jax.ShapeDtypeStruct((n, c), x.dtype),
+          jax.ShapeDtypeStruct((n, 4), jnp.float32))
+  kernel = functools.partial(_xent_kernel, eps=eps, z_loss=z_loss, softcap=softcap,
+                             ignore_index=ignore_index)
+  br = _rows_per_block(n, tile)
+  loss, grad, aux = _call(kernel, x, outs, interpret, max_tile,
+                          extra_in=(labels.astype(jnp.int32).reshape(n, 1), w),
+                          extra_specs=(pl.BlockSpec((br, 1), lambda i: (i, 0)),
+                                       pl.BlockSpec((1, tile * tiles), lambda i: (0, 0))))
+  return loss[:, 0], grad, aux
 
 
 # ---------------------------------------------------------------------------
@@ -232,32 +304,54 @@ def _softmax_jvp(log, primals, tangents):
   return out, (y * (dx.astype(jnp.float32) - inner)).astype(out.dtype)
 
 
-@jax.custom_vjp
-def _xent(x, labels):
-  return _xent_fwd(x, labels)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _xent(x, labels, weights, opts):
+  return _xent_fwd(x, labels, weights, opts)[0]
 
 
-def _xent_fwd(x, labels):
-  loss, grad, valid = xent_2d(_flat(x), labels.reshape(-1))
-  return (loss.reshape(labels.shape), valid.reshape(labels.shape)), grad.reshape(x.shape)
+def _xent_fwd(x, labels, weights, opts):
+  loss, grad, aux = xent_2d(_flat(x), labels.reshape(-1), weights, **dict(opts))
+  shape = labels.shape
+  out = (loss.reshape(shape), aux[:, 0].reshape(shape))
+  return out, (x, labels, weights, grad.reshape(x.shape), aux)
 
 
-def _xent_bwd(grad, cts):
-  g, _ = cts
-  return (g[..., None] * grad).astype(grad.dtype), None  # g · (y − t)
+def _xent_bwd(opts, res, cts):
+  x, labels, weights, grad, aux = res
+  g, g_weight = cts
+  dz = (g[..., None] * grad).astype(grad.dtype)  # g · (y − t), stored by the kernel
+  dw = None
+  if weights is not None:  # XLA ops; removed by the compiler when nobody asks for them
+    o = dict(opts)
+    eps, c = o.get("eps", 0.0), x.shape[-1]
+    g, g_weight = g.reshape(-1), g_weight.reshape(-1)
+    counted, nll, lse = aux[:, 2] > 0, aux[:, 1], aux[:, 3]
+    t = jnp.clip(labels.reshape(-1), 0, c - 1)
+    per_t = jnp.where(counted, g * (1 - eps) * nll + g_weight, 0.0)
+    dw = jnp.zeros((c,), jnp.float32).at[t].add(per_t)
+    if eps:
+      z, _ = _cap(_flat(x).astype(jnp.float32), o.get("softcap"))
+      valid = z > -jnp.inf
+      k = jnp.maximum(jnp.sum(valid, axis=-1), 1)
+      coef = jnp.where(counted, g * eps / k, 0.0)
+      dw = dw + jnp.sum(jnp.where(valid, coef[:, None] * (lse[:, None] - z), 0.0), axis=0)
+    dw = dw.astype(weights.dtype)
+  return dz, None, dw
 
 
 _xent.defvjp(_xent_fwd, _xent_bwd)
 
 
-def cross_entropy(x, labels, reduction):
-  """Per-example or reduced integer-label cross-entropy with the fused kernel.
-
-  ``mean`` divides by the rows that have a finite logit (as the XLA path does).
-  """
-  per, valid = _xent(x, labels)
+def cross_entropy(x, labels, reduction, *, weights=None, eps=0.0, z_loss=0.0, softcap=None,
+                  ignore_index=None):
+  """Integer-label cross-entropy with the fused kernel, reduced as the XLA path does
+  (``mean`` divides by ``Σ w_t`` over the counted rows)."""
+  opts = tuple(sorted(dict(eps=float(eps), z_loss=float(z_loss), softcap=softcap,
+                           ignore_index=ignore_index).items()))
+  per, weight = _xent(x, labels, weights, opts)
   if reduction == "none":
     return per
   if reduction == "sum":
     return jnp.sum(per)
-  return jnp.sum(per) / jnp.maximum(jnp.sum(valid), 1.0)
+  total = jnp.sum(weight)
+  return jnp.sum(per) / jnp.where(total > 0, total, 1.0)

@@ -466,3 +466,33 @@ def test_validate_labels():
     sj.validate_labels([[0, 1], [7, 2]], 3)
   with pytest.raises(TypeError, match="labels must be integers"):
     sj.validate_labels([0.0, 1.0], 3)
+
+
+@pytest.mark.parametrize("z_loss,cap", [(1e-2, None), (0.0, 3.0), (1e-3, 5.0)])
+def test_z_loss_and_logit_softcap_float64(rng, z_loss, cap):
+  """ξ + λ_z lse² on soft-capped logits, against jax.grad of the formula written out."""
+  import softmax_jax as sj
+
+  z = jnp.asarray(rng.normal(size=(7, 6)) * 4).at[2, 3].set(-jnp.inf)
+  t = jnp.asarray(rng.integers(0, 6, 7)).at[2].set(0)
+
+  def naive(z):
+    zc = z if cap is None else jnp.where(jnp.isneginf(z), -jnp.inf, cap * jnp.tanh(z / cap))
+    lse = jax.nn.logsumexp(zc, axis=-1)
+    return jnp.mean(lse - jnp.take_along_axis(zc, t[:, None], -1)[:, 0] + z_loss * lse**2)
+
+  def ours(z):
+    return sj.cross_entropy_with_integer_labels(z, t, z_loss=z_loss, logit_softcap=cap)
+
+  np.testing.assert_allclose(ours(z), naive(z), rtol=1e-13)
+  np.testing.assert_allclose(jax.grad(ours)(z), jax.grad(naive)(z), rtol=1e-11, atol=1e-15)
+
+
+def test_z_loss_and_softcap_errors():
+  import softmax_jax as sj
+
+  z, t = jnp.zeros((2, 3)), jnp.zeros(2, jnp.int32)
+  with pytest.raises(ValueError, match="z_loss must be a number >= 0"):
+    sj.cross_entropy_with_integer_labels(z, t, z_loss=-1.0)
+  with pytest.raises(ValueError, match="logit_softcap must be a positive number"):
+    sj.cross_entropy_with_integer_labels(z, t, logit_softcap=0)

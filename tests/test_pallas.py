@@ -31,7 +31,8 @@ def test_softmax_kernel_one_and_many_tiles(rng, c, max_tile, log):
 def test_cross_entropy_kernel_loss_and_gradient(rng, c, max_tile):
   x = _logits(rng, (11, c))
   t = jnp.asarray(rng.integers(0, c, 11)).at[1].set(c - 1)  # a label on a finite logit
-  loss, grad, counted = _pallas.xent_2d(x, t, max_tile=max_tile)
+  loss, grad, aux = _pallas.xent_2d(x, t, max_tile=max_tile)
+  counted = aux[:, 2]
   want = sj.cross_entropy_with_integer_labels(x, t, reduction="none", impl="xla")
   np.testing.assert_allclose(loss, want, rtol=2e-6, atol=2e-6)
   want_grad = jax.grad(lambda z: sj.cross_entropy_with_integer_labels(z, t, reduction="sum",
@@ -69,6 +70,40 @@ def test_cross_entropy_with_impl_pallas(rng, reduction):
   assert jax.jit(jax.grad(lambda z: jnp.sum(f(z, "pallas"))))(x).shape == x.shape
 
 
+OPTIONS = [
+    {"class_weights": True},
+    {"label_smoothing": 0.1},
+    {"ignore_index": 2},
+    {"z_loss": 1e-2},
+    {"logit_softcap": 4.0},
+    {"class_weights": True, "label_smoothing": 0.2, "ignore_index": 2, "z_loss": 1e-3,
+     "logit_softcap": 3.0},
+]
+
+
+@pytest.mark.parametrize("opts", OPTIONS)
+@pytest.mark.parametrize("c,max_tile", [(33, 16384), (300, 128)])
+def test_every_option_matches_the_xla_path(rng, opts, c, max_tile, monkeypatch):
+  monkeypatch.setattr(_pallas, "MAX_TILE", max_tile)  # the default tile of the public path
+  x = _logits(rng, (9, c))
+  t = jnp.asarray(rng.integers(0, c, 9)).at[1].set(c - 1).at[3].set(2).at[4].set(2)
+  w = jnp.asarray(rng.random(c) + 0.5, jnp.float32)
+  kw = {k: v for k, v in opts.items() if k != "class_weights"}
+
+  def loss(z, w, impl, reduction="mean"):
+    return sj.cross_entropy_with_integer_labels(
+        z, t, class_weights=w if opts.get("class_weights") else None, reduction=reduction,
+        impl=impl, **kw)
+
+  for reduction in ("mean", "none"):
+    np.testing.assert_allclose(loss(x, w, "pallas", reduction), loss(x, w, "xla", reduction),
+                               rtol=3e-6, atol=3e-6)
+  gp = jax.grad(loss, (0, 1))(x, w, "pallas")
+  gx = jax.grad(loss, (0, 1))(x, w, "xla")
+  np.testing.assert_allclose(gp[0], gx[0], atol=3e-7)
+  np.testing.assert_allclose(gp[1], gx[1], rtol=3e-5, atol=3e-6)
+
+
 def test_auto_uses_xla_on_cpu_and_pallas_when_asked(rng):
   x = jnp.asarray(rng.normal(size=(4, 8)), jnp.float32)
   assert "pallas_call" not in str(jax.make_jaxpr(sj.softmax)(x))
@@ -87,8 +122,8 @@ def test_impl_errors(rng):
     sj.softmax(x, axis=0, impl="pallas")
   with pytest.raises(ValueError, match="dtype float64"):
     sj.softmax(x.astype(jnp.float64), impl="pallas")
-  with pytest.raises(ValueError, match="label_smoothing"):
-    sj.cross_entropy_with_integer_labels(x, jnp.zeros(4, jnp.int32), label_smoothing=0.1,
+  with pytest.raises(ValueError, match="does not support where"):
+    sj.cross_entropy_with_integer_labels(x, jnp.zeros(4, jnp.int32), where=x > 0,
                                          impl="pallas")
 
 
@@ -102,7 +137,11 @@ def test_kernels_lower_for_the_gpu_triton_backend(shape, dtype):
   x = jax.ShapeDtypeStruct(shape, dtype)
   t = jax.ShapeDtypeStruct(shape[:1], jnp.int32)
   triton = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+  w = jax.ShapeDtypeStruct(shape[1:], jnp.float32)
   for fn, args in ((lambda x: _pallas.softmax_2d(x, log=True, interpret=False), (x,)),
-                   (lambda x, t: _pallas.xent_2d(x, t, interpret=False), (x, t))):
+                   (lambda x, t: _pallas.xent_2d(x, t, interpret=False), (x, t)),
+                   (lambda x, t, w: _pallas.xent_2d(x, t, w, eps=0.1, z_loss=1e-4, softcap=30.0,
+                                                    ignore_index=-100, interpret=False),
+                    (x, t, w))):
     module = export.export(jax.jit(fn), platforms=["cuda"], disabled_checks=[triton])(*args)
     assert "__gpu$xla.gpu.triton" in module.mlir_module()
