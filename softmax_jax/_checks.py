@@ -105,6 +105,29 @@ def reduction(value, fn: str) -> str:
   return value
 
 
+def integer_labels(labels, shape: tuple[int, ...], of: str, fn: str) -> jax.Array:
+  """``labels`` as an integer array of ``shape`` (``of`` names what fixes the shape)."""
+  labels = jnp.asarray(labels)
+  if labels.shape != shape or not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise ValueError(f"{fn}: labels must be integers of shape {shape} for {of}, "
+                     f"got {labels.dtype} {labels.shape}")
+  return labels
+
+
+def z_loss(value, fn: str) -> float:
+  if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
+    raise ValueError(f"{fn}: z_loss must be a number >= 0, got {value!r}")
+  return float(value)
+
+
+def logit_softcap(value, fn: str) -> float | None:
+  if value is None:
+    return None
+  if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+    raise ValueError(f"{fn}: logit_softcap must be a positive number or None, got {value!r}")
+  return float(value)
+
+
 def same_shape(a: jax.Array, a_name: str, b: jax.Array, b_name: str, fn: str) -> None:
   if a.shape != b.shape:
     raise ValueError(

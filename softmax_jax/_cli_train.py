@@ -93,12 +93,18 @@ def add_parsers(sub) -> None:
   predict.set_defaults(func=_predict)
 
 
-def _use_device(name) -> str | None:
-  """Select the JAX platform; an error message when it is not there."""
+def _select_platform(name) -> None:
+  """Ask JAX for the platform ``name`` (before anything starts a backend)."""
+  if name:
+    import jax
+
+    jax.config.update("jax_platforms", name)
+
+
+def _device_problem(name) -> str | None:
+  """An error message when the selected platform is not there."""
   import jax
 
-  if name:
-    jax.config.update("jax_platforms", name)
   try:
     jax.devices()
   except RuntimeError as e:
@@ -148,7 +154,7 @@ def _configs(args):
   return train, data, out, args.checkpoint_every or 10
 
 
-def _progress(total, start, quiet):
+def _progress(total, quiet):
   if quiet:
     return None, lambda row: None
   try:
@@ -162,13 +168,13 @@ def _progress(total, start, quiet):
               f"acc {row['train_accuracy']:.3f}  val_loss {row['val_loss']:.4f}", file=sys.stderr)
 
     return None, plain
-  bar = tqdm(total=total, initial=start, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+  bar = tqdm(total=total, unit="epoch", file=sys.stderr, dynamic_ncols=True)
 
   def update(row):
     bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=f"{row['train_accuracy']:.3f}",
                     val_loss=f"{row['val_loss']:.4f}", val_acc=f"{row['val_accuracy']:.3f}",
                     refresh=False)
-    bar.update(1)
+    bar.update(row["epoch"] - bar.n)  # a resumed run starts where its checkpoint left off
 
   return bar, update
 
@@ -206,16 +212,13 @@ def _mesh(args):
 
 
 def _train(args: argparse.Namespace) -> int:
-  if args.device:
-    import jax
-
-    jax.config.update("jax_platforms", args.device)
+  _select_platform(args.device)
   try:
-    _start_processes(args)
+    _start_processes(args)  # before the backend starts
   except (RuntimeError, ValueError) as e:
     print(f"softmax-jax train: jax.distributed.initialize failed: {e}", file=sys.stderr)
     return 2
-  problem = _use_device(args.device)
+  problem = _device_problem(args.device)
   if problem:
     print(f"softmax-jax train: {problem}", file=sys.stderr)
     return 2
@@ -230,11 +233,7 @@ def _train(args: argparse.Namespace) -> int:
     train, data, out, every = _configs(args)
     if train.dtype == "float64":
       jax.config.update("jax_enable_x64", True)
-    start = 0
-    if args.resume:
-      hist = out / "checkpoints"
-      start = max((int(p.name) for p in hist.glob("[0-9]*")), default=0) if hist.exists() else 0
-    bar, update = _progress(train.epochs, start, args.quiet)
+    bar, update = _progress(train.epochs, args.quiet)
     try:
       metrics = train_run(train, data, out, checkpoint_every=every, resume=bool(args.resume),
                           overwrite=args.overwrite, plots=not args.no_plots, on_epoch=update,
@@ -254,7 +253,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-  problem = _use_device(args.device)
+  _select_platform(args.device)
+  problem = _device_problem(args.device)
   if problem:
     print(f"softmax-jax predict: {problem}", file=sys.stderr)
     return 2

@@ -217,10 +217,7 @@ def linear_cross_entropy(
                      f"weight must be [{h.shape[-1]}, classes]")
   lead = h.shape[:-1]
   h = h.reshape(-1, h.shape[-1])
-  labels = jnp.asarray(labels)
-  if labels.shape != lead or not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise ValueError(f"{fn}: labels must be integers of shape {lead} for hidden of shape "
-                     f"{lead + (h.shape[-1],)}, got {labels.dtype} {labels.shape}")
+  labels = _checks.integer_labels(labels, lead, f"hidden of shape {lead + (h.shape[-1],)}", fn)
   labels = labels.reshape(-1).astype(jnp.int32)
   b = None
   if bias is not None:
@@ -229,20 +226,15 @@ def linear_cross_entropy(
       raise ValueError(f"{fn}: bias has shape {b.shape}, expected ({w.shape[1]},)")
   eps = _checks.label_smoothing(label_smoothing, fn)
   reduction = _checks.reduction(reduction, fn)
-  if not (isinstance(z_loss, int | float) and z_loss >= 0):
-    raise ValueError(f"{fn}: z_loss must be a number >= 0, got {z_loss!r}")
-  if logit_softcap is not None and not (isinstance(logit_softcap, int | float)
-                                        and logit_softcap > 0):
-    raise ValueError(f"{fn}: logit_softcap must be a positive number or None, "
-                     f"got {logit_softcap!r}")
+  z_loss = _checks.z_loss(z_loss, fn)
+  softcap = _checks.logit_softcap(logit_softcap, fn)
   n, v = h.shape[0], w.shape[1]
   if chunk_size is None:  # about _DEFAULT_CHUNK_BYTES of float32 logits, a multiple of 128
     chunk_size = max(128, _DEFAULT_CHUNK_BYTES // (4 * max(n, 1)) // 128 * 128)
   if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
     raise ValueError(f"{fn}: chunk_size must be a positive integer, got {chunk_size!r}")
   chunk_size = min(chunk_size, v)
-  loss, lse = _lce(h, w, b, labels, chunk_size, ignore_index, eps, float(z_loss),
-                   None if logit_softcap is None else float(logit_softcap))
+  loss, lse = _lce(h, w, b, labels, chunk_size, ignore_index, eps, z_loss, softcap)
   if reduction == "none":
     out = loss.reshape(lead)
   elif reduction == "sum":

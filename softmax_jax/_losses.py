@@ -345,11 +345,6 @@ def _int_xent_bwd(eps, ignore_index, res, cts):
 _int_xent.defvjp(_int_xent_fwd, _int_xent_bwd)
 
 
-def softcap_logits(z, cap):
-  """``cap·tanh(z / cap)`` (Gemma 2's logit soft-capping), keeping ``−inf`` (masked) as is."""
-  return jnp.where(z == -jnp.inf, -jnp.inf, cap * jnp.tanh(z / cap))
-
-
 def _safe_lse(zm):
   """``log Σ e^z`` per row, 0 for a row without a finite entry (and no NaN gradient)."""
   m = lax.stop_gradient(jnp.max(zm, axis=-1, keepdims=True))
@@ -364,7 +359,7 @@ def _int_impl(logits, labels, class_weights, where, axis, eps, ignore_index, red
   dtype = _checks.compute_dtype(logits.dtype)
   z = jnp.moveaxis(logits.astype(dtype), axis, -1)
   if softcap is not None:
-    z = softcap_logits(z, softcap)
+    z, _ = _pallas.apply_softcap(z, softcap)  # Gemma 2's s·tanh(z/s); −inf stays −inf
   w = None if where is None else jnp.moveaxis(where, axis, -1)
   cw = None if class_weights is None else class_weights.astype(dtype)
   loss, weight = _int_xent(z, labels, cw, w, eps, ignore_index)
@@ -473,19 +468,14 @@ def cross_entropy_with_integer_labels(
     ignore_index = int(ignore_index)
   eps = _checks.label_smoothing(label_smoothing, fn)
   reduction = _checks.reduction(reduction, fn)
-  if not isinstance(z_loss, int | float) or isinstance(z_loss, bool) or not z_loss >= 0:
-    raise ValueError(f"{fn}: z_loss must be a number >= 0, got {z_loss!r}")
-  if logit_softcap is not None and (not isinstance(logit_softcap, int | float)
-                                    or not logit_softcap > 0):
-    raise ValueError(f"{fn}: logit_softcap must be a positive number or None, "
-                     f"got {logit_softcap!r}")
-  cap = None if logit_softcap is None else float(logit_softcap)
+  z_loss = _checks.z_loss(z_loss, fn)
+  cap = _checks.logit_softcap(logit_softcap, fn)
   if _pallas.use(impl, logits, (ax,), fn, where=where is not None):
     z = jnp.moveaxis(logits, ax, -1)
     return _pallas.cross_entropy(z, labels, reduction, weights=class_weights, eps=eps,
-                                 z_loss=float(z_loss), softcap=cap, ignore_index=ignore_index)
+                                 z_loss=z_loss, softcap=cap, ignore_index=ignore_index)
   return _int_impl(logits, labels, class_weights, where, ax, eps, ignore_index, reduction,
-                   float(z_loss), cap)
+                   z_loss, cap)
 
 
 # ---------------------------------------------------------------------------

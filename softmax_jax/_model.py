@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from . import _checks
 from ._losses import cross_entropy_with_integer_labels
 from ._softmax import softmax
 
@@ -148,11 +149,7 @@ def _penalty(params, l2):
 
 
 def _check_labels(labels, z, fn):
-  labels = jnp.asarray(labels)
-  if labels.shape != z.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise ValueError(f"{fn}: labels must be integers of shape {z.shape[:1]} for logits of shape "
-                     f"{z.shape}, got {labels.dtype} {labels.shape}")
-  return labels
+  return _checks.integer_labels(labels, z.shape[:1], f"logits of shape {z.shape}", fn)
 
 
 def loss(params: Params, x: ArrayLike, labels: ArrayLike, *, l2: float = 0.0,
@@ -174,16 +171,18 @@ def loss(params: Params, x: ArrayLike, labels: ArrayLike, *, l2: float = 0.0,
   Returns:
     A scalar.
   """
-  return _loss_and_logits(params, x, labels, l2, weights, reduction, compute_dtype)[0]
+  return _loss_and_terms(params, x, labels, l2, weights, reduction, compute_dtype)[0]
 
 
-def _loss_and_logits(params, x, labels, l2, weights, reduction, compute_dtype):
+def _loss_and_terms(params, x, labels, l2, weights, reduction, compute_dtype):
+  """``(objective, (logits, per-example ξ))``: the extra terms serve the training metrics."""
   x = _check_x(params, x, "loss")
   z = _forward(params, x, compute_dtype)[1]
   labels = _check_labels(labels, z, "loss")
   w, norm = _weights_and_norm(labels, weights, reduction, z.dtype)
   per_example = cross_entropy_with_integer_labels(z, labels, reduction="none")
-  return jnp.sum(w * per_example) / norm + _penalty(params, l2).astype(z.dtype), z
+  objective = jnp.sum(w * per_example) / norm + _penalty(params, l2).astype(z.dtype)
+  return objective, (z, per_example)
 
 
 def analytic_grad(params: Params, x: ArrayLike, labels: ArrayLike, *, l2: float = 0.0,

@@ -63,36 +63,33 @@ def _tile_cols(j, tile):
   return pl.ds(pl.multiple_of(j * tile, tile), tile)
 
 
-def _stats(x_ref, tile, tiles, c):
-  """Row max ``m`` (0 for rows without a finite entry) and ``s = Σ e^{z − m}``, ``[rows, 1]``."""
-  if tiles == 1:
-    z, _ = _load(x_ref, slice(None), 0, c)
-    m = jnp.max(z, axis=-1, keepdims=True)
-    m = jnp.where(m == -jnp.inf, 0.0, m)
-    return m, jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True)
-
-  rows = x_ref.shape[0]
-
-  def body(j, carry):
-    m, s = carry
-    z, _ = _load(x_ref, _tile_cols(j, tile), j * tile, c)
-    m_new = jnp.maximum(m, jnp.max(z, axis=-1, keepdims=True))
-    m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)
-    s = s * jnp.exp(jnp.where(m == -jnp.inf, -jnp.inf, m - m_safe)) + jnp.sum(
-        jnp.exp(z - m_safe), axis=-1, keepdims=True)
-    return m_new, s
-
-  init = (jnp.full((rows, 1), -jnp.inf, jnp.float32), jnp.zeros((rows, 1), jnp.float32))
-  m, s = jax.lax.fori_loop(0, tiles, body, init)
-  return jnp.where(m == -jnp.inf, 0.0, m), s
-
-
 def _for_tiles(tile, tiles, fn, init):
   """``acc = fn(columns, offset, acc)`` over every tile (``columns``: a slice or ``pl.ds``)."""
   if tiles == 1:
     return fn(slice(None), 0, init)
   return jax.lax.fori_loop(0, tiles, lambda j, acc: fn(_tile_cols(j, tile), j * tile, acc),
                            init)
+
+
+def _online(m, s, z):
+  """Merge tile ``z`` into the running row max ``m`` and ``s = Σ e^{z − m}`` (online softmax)."""
+  m_new = jnp.maximum(m, jnp.max(z, axis=-1, keepdims=True))
+  m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)
+  s = s * jnp.exp(jnp.where(m == -jnp.inf, -jnp.inf, m - m_safe)) + jnp.sum(
+      jnp.exp(z - m_safe), axis=-1, keepdims=True)
+  return m_new, s
+
+
+def _start(rows):
+  """Initial ``(m, s)`` of :func:`_online` for ``rows`` rows."""
+  return jnp.full((rows, 1), -jnp.inf, jnp.float32), jnp.zeros((rows, 1), jnp.float32)
+
+
+def _stats(x_ref, tile, tiles, c):
+  """Row max ``m`` (0 for rows without a finite entry) and ``s = Σ e^{z − m}``, ``[rows, 1]``."""
+  m, s = _for_tiles(tile, tiles, lambda cols, offset, acc: _online(
+      *acc, _load(x_ref, cols, offset, c)[0]), _start(x_ref.shape[0]))
+  return jnp.where(m == -jnp.inf, 0.0, m), s
 
 
 def _softmax_kernel(x_ref, o_ref, *, tile, tiles, c, log):
@@ -155,12 +152,12 @@ def softmax_2d(x: jax.Array, *, log: bool = False, interpret: bool | None = None
   return _call(kernel, x, (jax.ShapeDtypeStruct(x.shape, x.dtype),), interpret, max_tile)
 
 
-def _cap(z, softcap):
-  """``s·tanh(z/s)`` with −inf kept (a masked class stays masked), and the tanh."""
-  if softcap is None:
+def apply_softcap(z, cap):
+  """``cap·tanh(z/cap)`` with −inf kept (a masked class stays masked), and the tanh."""
+  if cap is None:
     return z, None
-  th = jnp.tanh(z / softcap)
-  return jnp.where(z == -jnp.inf, -jnp.inf, softcap * th), th
+  th = jnp.tanh(z / cap)
+  return jnp.where(z == -jnp.inf, -jnp.inf, cap * th), th
 
 
 def _xent_kernel(x_ref, t_ref, w_ref, loss_ref, grad_ref, aux_ref, *, tile, tiles, c, eps,
@@ -172,7 +169,7 @@ def _xent_kernel(x_ref, t_ref, w_ref, loss_ref, grad_ref, aux_ref, *, tile, tile
 
   def tile_terms(cols, offset):
     raw, idx = _load(x_ref, cols, offset, c)
-    z, th = _cap(raw, softcap)
+    z, th = apply_softcap(raw, softcap)
     w = w_ref[:, cols].astype(jnp.float32)  # [1, tile]
     return z, th, idx, jnp.where(z > -jnp.inf, w, 0.0)
 
@@ -180,10 +177,7 @@ def _xent_kernel(x_ref, t_ref, w_ref, loss_ref, grad_ref, aux_ref, *, tile, tile
   def stats(cols, offset, acc):
     m, s, z_t, w_t, k, wsum, wz = acc
     z, _, idx, wv = tile_terms(cols, offset)
-    m_new = jnp.maximum(m, jnp.max(z, axis=-1, keepdims=True))
-    m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)
-    s = s * jnp.exp(jnp.where(m == -jnp.inf, -jnp.inf, m - m_safe)) + jnp.sum(
-        jnp.exp(z - m_safe), axis=-1, keepdims=True)
+    m_new, s = _online(m, s, z)
     hit = idx == t
     z_t = z_t + jnp.sum(jnp.where(hit, z, 0.0), axis=-1, keepdims=True)
     w_t = w_t + jnp.sum(jnp.where(hit, w_ref[:, cols].astype(jnp.float32), 0.0), axis=-1,
@@ -195,7 +189,7 @@ def _xent_kernel(x_ref, t_ref, w_ref, loss_ref, grad_ref, aux_ref, *, tile, tile
     return m_new, s, z_t, w_t, k, wsum, wz
 
   zero = jnp.zeros((rows, 1), jnp.float32)
-  init = (jnp.full((rows, 1), -jnp.inf, jnp.float32), zero, zero, zero, zero, zero, zero)
+  init = (*_start(rows), zero, zero, zero, zero, zero)
   m, s, z_t, w_t, k, wsum, wz = _for_tiles(tile, tiles, stats, init)
   m = jnp.where(m == -jnp.inf, 0.0, m)
   empty = s == 0
@@ -330,7 +324,7 @@ def _xent_bwd(opts, res, cts):
     per_t = jnp.where(counted, g * (1 - eps) * nll + g_weight, 0.0)
     dw = jnp.zeros((c,), jnp.float32).at[t].add(per_t)
     if eps:
-      z, _ = _cap(_flat(x).astype(jnp.float32), o.get("softcap"))
+      z, _ = apply_softcap(_flat(x).astype(jnp.float32), o.get("softcap"))
       valid = z > -jnp.inf
       k = jnp.maximum(jnp.sum(valid, axis=-1), 1)
       coef = jnp.where(counted, g * eps / k, 0.0)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import pathlib
 import time
@@ -28,7 +27,7 @@ import jax
 import numpy as np
 
 from . import _csv, _data, _model, _train
-from ._checkpoint import Checkpointer, CheckpointError
+from ._checkpoint import Checkpointer, CheckpointError, digest
 
 _IGNORED_IN_FINGERPRINT = ("epochs",)
 
@@ -75,11 +74,7 @@ def prepare(data: DataConfig) -> Prepared:
 
 def _fingerprint(config: _train.TrainConfig, x, y) -> dict:
   fp = {k: v for k, v in config.to_dict().items() if k not in _IGNORED_IN_FINGERPRINT}
-  h = hashlib.sha256()
-  for a in (x, y):
-    h.update(f"{a.dtype}{a.shape}".encode())
-    h.update(np.ascontiguousarray(a).tobytes())
-  fp["training_data_sha256"] = h.hexdigest()
+  fp["training_data_sha256"] = digest((x, y))
   return fp
 
 
@@ -174,7 +169,7 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
   if checkpoint_every < 1:
     raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
   prep = prepare(data)
-  dtype = np.float64 if config.dtype == "float64" else np.float32
+  dtype = np.dtype(config.dtype)
   x, y = prep.arrays("train", dtype)
   val = prep.arrays("val", dtype)
   n_classes = prep.dataset.n_classes
@@ -184,11 +179,10 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
     raise CheckpointError("resuming is supported in single-process runs only")
   ckpt = (_NoCheckpoints() if multi else
           Checkpointer(out / "checkpoints", _fingerprint(config, x, y)))
-  template = _train.init_state(config, x.shape[1], n_classes)
   state, history = None, []
   if resume:
     try:
-      state, history = ckpt.restore(template)
+      state, history = ckpt.restore(_train.init_state(config, x.shape[1], n_classes))
     except CheckpointError:
       ckpt.close()
       raise
@@ -252,17 +246,16 @@ class _NoCheckpoints:
 
 
 def _write_outputs(out, config, data, prep, result, seconds, plots, mesh=None) -> dict:
-  dtype = np.float64 if config.dtype == "float64" else np.float32
-  cd = None if config.compute_dtype is None else np.dtype(config.compute_dtype)
+  dtype = np.dtype(config.dtype)
+  cd = _train._compute_dtype(config)
   params = result.params
   metrics: dict = {"dataset": prep.dataset.name, "n_classes": prep.dataset.n_classes,
                    "n_features": prep.dataset.n_features}
-  for part in ("train", "val", "test"):
-    xs, ys = prep.arrays(part, dtype)
+  arrays = {part: prep.arrays(part, dtype) for part in ("train", "val", "test")}
+  for part, (xs, ys) in arrays.items():
     loss, acc = _train.evaluate(params, xs, ys, compute_dtype=cd)
     metrics[part] = {"n": int(xs.shape[0]), "accuracy": float(acc), "log_loss": float(loss)}
-  xs, ys = prep.arrays("train", dtype)
-  metrics["train"]["objective"] = float(_model.loss(params, xs, ys, l2=config.l2,
+  metrics["train"]["objective"] = float(_model.loss(params, *arrays["train"], l2=config.l2,
                                                     compute_dtype=cd))
   metrics.update(epochs=int(result.state.epoch), stopped_early=result.stopped_early,
                  seconds_this_session=seconds, mesh=mesh, **_device_info())
@@ -276,12 +269,11 @@ def _write_outputs(out, config, data, prep, result, seconds, plots, mesh=None) -
       "dataset": prep.dataset.name, "citation": prep.dataset.citation,
       "feature_names": list(prep.dataset.feature_names),
       "class_names": list(prep.dataset.class_names),
-      "label": data.label if isinstance(data.label, str) else None,
       "label_name": _label_name(prep.dataset, data),
       "standardizer": prep.scaler.to_dict(), "dtype": config.dtype,
       "compute_dtype": config.compute_dtype}, indent=2))
   if plots:
-    _draw(out, config, prep, params, result.history, dtype)
+    _draw(out, config, prep, params, result.history, arrays)
   return metrics
 
 
@@ -299,17 +291,17 @@ def _label_name(ds, data) -> str | None:
   return None
 
 
-def _draw(out, config, prep, params, history, dtype) -> None:
+def _draw(out, config, prep, params, history, arrays) -> None:
   from . import _plots
 
   _plots.curves(history, out / "curves.png")
-  xt, yt = prep.arrays("test", dtype)
+  xt, yt = arrays["test"]
   if xt.shape[0]:
     pred = np.asarray(_model.predict(params, xt))
     _plots.confusion(yt, pred, prep.dataset.class_names, out / "confusion_matrix.png")
   if prep.dataset.name == "iris" or prep.dataset.n_features == 2:
     # scikit-learn's iris example: the first two features (sepal length and width).
-    x2, y2 = prep.arrays("train", dtype)
+    x2, y2 = arrays["train"]
     x2 = x2[:, :2]
     cfg2 = dataclasses.replace(config, patience=None)
     two = _train.fit(x2, y2, cfg2, n_classes=prep.dataset.n_classes).params
@@ -344,7 +336,7 @@ def predict_run(run, path, out=None) -> tuple[pathlib.Path, dict]:
   x, y = _data.read_features(path, info["feature_names"], label=info.get("label_name"),
                              class_names=info["class_names"])
   scaler = _data.Standardizer.from_dict(info["standardizer"])
-  dtype = np.float64 if info.get("dtype") == "float64" else np.float32
+  dtype = np.dtype(info.get("dtype", "float32"))
   if dtype == np.float64 and not jax.config.jax_enable_x64:
     jax.config.update("jax_enable_x64", True)
   xs = scaler.transform(np.asarray(x, np.float64)).astype(dtype)

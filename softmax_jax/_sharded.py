@@ -29,6 +29,9 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
+from . import _checks
+from ._softmax import _upcast
+
 
 def check_mesh(mesh, axes: dict, fn: str) -> None:
   """``mesh`` is a ``Mesh`` with automatic axes that has every named axis in ``axes``."""
@@ -68,10 +71,6 @@ def _pad_classes(x, parts):
   if pad:
     x = jnp.concatenate([x, jnp.full((x.shape[0], pad), -jnp.inf, x.dtype)], axis=-1)
   return x, c
-
-
-def _upcast(x):
-  return x.astype(jnp.float32) if x.dtype in (jnp.bfloat16, jnp.float16) else x
 
 
 def _row_stats(z, axis_name):
@@ -159,22 +158,15 @@ def _xent_bwd(axis_name, res, g):
 _xent_local.defvjp(_xent_fwd, _xent_bwd)
 
 
-def _reduce(per_example, reduction, fn):
+def _reduce(per_example, reduction):
   if reduction == "none":
     return per_example
-  if reduction == "sum":
-    return jnp.sum(per_example)
-  if reduction == "mean":
-    return jnp.mean(per_example)
-  raise ValueError(f"{fn}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+  return jnp.sum(per_example) if reduction == "sum" else jnp.mean(per_example)
 
 
 def _labels(labels, x, fn):
-  labels = jnp.asarray(labels)
-  if labels.shape != x.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise ValueError(f"{fn}: labels must be integers of shape {x.shape[:1]} for logits of "
-                     f"shape {x.shape}, got {labels.dtype} {labels.shape}")
-  return labels.astype(jnp.int32)
+  of = f"logits of shape {x.shape}"
+  return _checks.integer_labels(labels, x.shape[:1], of, fn).astype(jnp.int32)
 
 
 def cross_entropy_with_integer_labels(logits: ArrayLike, labels: ArrayLike, mesh: Mesh, *,
@@ -200,7 +192,7 @@ def cross_entropy_with_integer_labels(logits: ArrayLike, labels: ArrayLike, mesh
   fn = "sharded.cross_entropy_with_integer_labels"
   x = _check(logits, mesh, axis_name, batch_axis, fn)
   labels = _labels(labels, x, fn)
-  _reduce(jnp.zeros(()), reduction, fn)  # check the argument before tracing
+  reduction = _checks.reduction(reduction, fn)
   return _xent_impl(x, labels, mesh, axis_name, batch_axis, reduction)
 
 
@@ -211,7 +203,7 @@ def _xent_impl(x, labels, mesh, axis_name, batch_axis, reduction):
                          in_specs=(P(batch_axis, axis_name), P(batch_axis)),
                          out_specs=P(batch_axis), check_vma=True)
   xp = _place(xp, mesh, P(batch_axis, axis_name))
-  return _reduce(mapped(xp, _place(labels, mesh, P(batch_axis))), reduction, "")
+  return _reduce(mapped(xp, _place(labels, mesh, P(batch_axis))), reduction)
 
 
 def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, labels: ArrayLike, mesh: Mesh, *,
@@ -251,7 +243,7 @@ def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, labels: ArrayLike
   if b.shape != (w.shape[1],):
     raise ValueError(f"{fn}: bias has shape {b.shape}, expected ({w.shape[1]},)")
   labels = _labels(labels, h, fn)
-  _reduce(jnp.zeros(()), reduction, fn)
+  reduction = _checks.reduction(reduction, fn)
   return _linear_impl(h, w, b, labels, mesh, axis_name, batch_axis, reduction)
 
 
@@ -266,4 +258,4 @@ def _linear_impl(h, w, b, labels, mesh, axis_name, batch_axis, reduction):
                          out_specs=P(batch_axis), check_vma=True)
   h, labels = _place(h, mesh, P(batch_axis)), _place(labels, mesh, P(batch_axis))
   w, b = _place(w, mesh, P(None, axis_name)), _place(b, mesh, P(axis_name))
-  return _reduce(mapped(h, w, b, labels), reduction, "")
+  return _reduce(mapped(h, w, b, labels), reduction)

@@ -165,8 +165,9 @@ class TrainResult:
   stopped_early: bool
 
 
-def _np_dtype(config):
-  return jnp.float64 if config.dtype == "float64" else jnp.float32
+def _compute_dtype(config):
+  """The dtype of the matrix products, or ``None`` for the parameter dtype."""
+  return None if config.compute_dtype is None else jnp.dtype(config.compute_dtype)
 
 
 def init_state(config: TrainConfig, n_features: int, n_classes: int, *,
@@ -175,12 +176,11 @@ def init_state(config: TrainConfig, n_features: int, n_classes: int, *,
   """The state before the first epoch (parameters from :func:`softmax_jax.model.init`)."""
   key = jax.random.PRNGKey(config.seed)
   init_key, key = jax.random.split(key)
+  dtype = jnp.dtype(config.dtype)
   if params is None:
-    params = _model.init(init_key, n_features, n_classes, hidden=config.hidden,
-                         dtype=_np_dtype(config))
+    params = _model.init(init_key, n_features, n_classes, hidden=config.hidden, dtype=dtype)
   opt = optimizer if optimizer is not None else make_optimizer(config.optimizer,
                                                                config.learning_rate)
-  dtype = _np_dtype(config)
   # Strong dtypes throughout: a weakly typed leaf (optax's line-search info starts
   # as Python scalars) would change type after the first epoch and force a retrace.
   opt_state = jax.tree.map(lambda a: jnp.array(a, dtype=jnp.result_type(a)), opt.init(params))
@@ -190,20 +190,20 @@ def init_state(config: TrainConfig, n_features: int, n_classes: int, *,
 
 
 def _batch_terms(config, params, xb, yb, wb):
-  """``(objective, grads, Σ w ξ, number correct)`` for one (padded) batch."""
-  cd = None if config.compute_dtype is None else jnp.dtype(config.compute_dtype)
+  """``(objective, grads, Σ w ξ, number correct, objective as a function)`` for one
+  (padded) batch."""
+  cd = _compute_dtype(config)
   kw = dict(l2=config.l2, weights=wb, reduction=config.reduction, compute_dtype=cd)
 
   def objective(p):
-    value, z = _model._loss_and_logits(p, xb, yb, config.l2, wb, config.reduction, cd)
-    return value, z
+    return _model._loss_and_terms(p, xb, yb, config.l2, wb, config.reduction, cd)
 
   if config.grad == "autodiff":
-    (value, z), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    (value, (z, per_example)), grads = jax.value_and_grad(objective, has_aux=True)(params)
   else:
-    value, z = objective(params)
+    value, (z, per_example) = objective(params)
     grads = _model.analytic_grad(params, xb, yb, **kw)
-  xi = jnp.sum(wb * cross_entropy_with_integer_labels(z, yb, reduction="none"))
+  xi = jnp.sum(wb * per_example)
   correct = jnp.sum(wb * (jnp.argmax(z, -1) == yb))
   return value, grads, xi, correct, lambda p: _model.loss(p, xb, yb, **kw)
 
@@ -241,7 +241,7 @@ def make_epoch(config: TrainConfig, optimizer: optax.GradientTransformationExtra
   else is replicated: each device computes the gradient of its share of the
   batch and XLA sums them with an all-reduce.
   """
-  cd = None if config.compute_dtype is None else jnp.dtype(config.compute_dtype)
+  cd = _compute_dtype(config)
   full_batch = config.batch_size is None
   devices = 1 if mesh is None else mesh.shape[data_axis]
 
@@ -357,7 +357,7 @@ def fit(x, y, config: TrainConfig = TrainConfig(), *, val: tuple | None = None,
     >>> [int(c) for c in result.params["W"].argmax(axis=1)]
     [1, 0]
   """
-  dtype = _np_dtype(config)
+  dtype = np.dtype(config.dtype)
   if config.dtype == "float64" and not jax.config.jax_enable_x64:
     raise ValueError("fit: dtype='float64' needs jax_enable_x64 "
                      "(jax.config.update('jax_enable_x64', True))")
