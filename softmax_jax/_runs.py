@@ -163,7 +163,12 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
     CheckpointError: when ``resume`` finds no usable checkpoint.
   """
   out = pathlib.Path(out)
+  multi = jax.process_count() > 1
   _check_out(out, resume, overwrite)
+  if multi:  # every process has checked the directory before process 0 writes to it
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("softmax_jax.train_run: output directory checked")
   if mesh is not None:
     _train.check_data_parallel(config, mesh)
   if checkpoint_every < 1:
@@ -174,7 +179,6 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
   val = prep.arrays("val", dtype)
   n_classes = prep.dataset.n_classes
   out.mkdir(parents=True, exist_ok=True)
-  multi = jax.process_count() > 1
   if multi and resume:
     raise CheckpointError("resuming is supported in single-process runs only")
   ckpt = (_NoCheckpoints() if multi else
@@ -191,9 +195,10 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
       raise ValueError(f"the run in {out} has done {int(state.epoch)} epochs already; "
                        f"epochs={config.epochs} would not continue it")
   # Written only once the checkpoint (if any) is known to belong to this configuration.
-  (out / "config.json").write_text(json.dumps(
-      {"train": config.to_dict(), "data": dataclasses.asdict(data),
-       "checkpoint_every": checkpoint_every}, indent=2))
+  if jax.process_index() == 0:
+    (out / "config.json").write_text(json.dumps(
+        {"train": config.to_dict(), "data": dataclasses.asdict(data),
+         "checkpoint_every": checkpoint_every}, indent=2))
 
   rows: list[dict] = list(history)
   last = {"state": state}
