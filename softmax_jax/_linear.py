@@ -117,8 +117,9 @@ def _lce_fwd(h, w, b, labels, chunk, ignore_index, eps, z_loss, softcap):
     loss = loss + z_loss * jnp.square(lse)
   valid = _valid(labels, ignore_index)
   loss = jnp.where(_bad(labels, valid, v), jnp.full_like(loss, jnp.nan), loss)
-  loss, lse = jnp.where(valid, loss, zeros), jnp.where(valid, lse, zeros)
-  return (loss, lse), (h, w, b, labels, lse)
+  # The residual keeps every row's lse: the backward pass needs exp(z − lse) ≤ 1 on the
+  # skipped rows too (their gradient is zeroed, but exp(z) alone could overflow).
+  return (jnp.where(valid, loss, zeros), jnp.where(valid, lse, zeros)), (h, w, b, labels, lse)
 
 
 def _lce_bwd(chunk, ignore_index, eps, z_loss, softcap, res, cts):
