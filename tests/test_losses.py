@@ -496,3 +496,26 @@ def test_z_loss_and_softcap_errors():
     sj.cross_entropy_with_integer_labels(z, t, z_loss=-1.0)
   with pytest.raises(ValueError, match="logit_softcap must be a positive number"):
     sj.cross_entropy_with_integer_labels(z, t, logit_softcap=0)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_unmasked_probability_loss_takes_the_masked_route_only_when_needed(rng, eps):
+  """Without ``where`` the loss is computed without masking selects, unless a row is
+  non-finite there (a −inf logit, say); then every row goes the masked way.  Both routes
+  give the same numbers on the rows they share."""
+  z = jnp.asarray(rng.normal(size=(5, 7)) * 4)
+  t = jnp.asarray(rng.dirichlet(np.ones(7), 5))
+  z_inf = z.at[4, 3].set(-jnp.inf)
+  t_inf = t.at[4].set(t[4].at[3].set(0.0) / (1 - t[4, 3]))
+  fast = sj.cross_entropy(z, t, label_smoothing=eps, reduction="none")
+  mixed = sj.cross_entropy(z_inf, t_inf, label_smoothing=eps, reduction="none")
+  ones = jnp.ones(z.shape, bool)
+  masked = sj.cross_entropy(z, t, label_smoothing=eps, reduction="none", where=ones)
+  np.testing.assert_allclose(fast[:4], mixed[:4], rtol=1e-14)
+  np.testing.assert_allclose(fast, masked, rtol=1e-14)
+  want = ref.cross_entropy(np.asarray(z_inf), np.asarray(t_inf), eps=eps)
+  np.testing.assert_allclose(mixed, want, rtol=1e-13)
+  gf = jax.grad(lambda z: sj.cross_entropy(z, t, label_smoothing=eps, reduction="sum"))(z)
+  gm = jax.grad(lambda z: sj.cross_entropy(z, t, label_smoothing=eps, reduction="sum",
+                                           where=ones))(z)
+  np.testing.assert_allclose(gf, gm, rtol=1e-14, atol=1e-16)
