@@ -36,6 +36,10 @@ timeout 100 $py -m softmax_jax bench --backend gpu --ops linear_xent_fwd_bwd --d
   | tee -a "$LOG"
 echo "bench exit $?" | tee -a "$LOG"
 
+stage "3c. logits donation in the fused cross-entropy (compiled memory, time)"
+timeout 60 $py experiments/donation_check.py --shape 8192x1024x32768 --dtype bfloat16 2>&1 \
+  | tail -3 | tee -a "$LOG"
+
 stage "4. training on the GPU"
 for ds in iris digits; do
   timeout 45 $py -m softmax_jax train --device gpu --dataset $ds --out /tmp/run_$ds --quiet \

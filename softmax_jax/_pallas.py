@@ -109,7 +109,7 @@ def _softmax_kernel(x_ref, o_ref, *, tile, tiles, c, log):
   _for_tiles(tile, tiles, write, 0)
 
 
-def _call(kernel, x, outs, interpret, max_tile, extra_in=(), extra_specs=()):
+def _call(kernel, x, outs, interpret, max_tile, extra_in=(), extra_specs=(), aliases=None):
   n, c = x.shape
   max_tile = MAX_TILE if max_tile is None else max_tile
   tile, tiles = _layout(c, max_tile)
@@ -136,6 +136,7 @@ def _call(kernel, x, outs, interpret, max_tile, extra_in=(), extra_specs=()):
       out_specs=specs if len(outs) > 1 else specs[0],
       interpret=interpret,
       compiler_params=params,
+      input_output_aliases=aliases or {},
   )(x, *extra_in)
 
 
@@ -225,14 +226,20 @@ def _xent_kernel(x_ref, t_ref, w_ref, loss_ref, grad_ref, aux_ref, *, tile, tile
 
 
 @functools.partial(jax.jit, static_argnames=("interpret", "max_tile", "eps", "z_loss",
-                                             "softcap", "ignore_index"))
+                                             "softcap", "ignore_index", "donate"))
 def xent_2d(x: jax.Array, labels: jax.Array, weights: jax.Array | None = None, *,
             eps: float = 0.0, z_loss: float = 0.0, softcap: float | None = None,
-            ignore_index: int | None = None, interpret: bool | None = None,
-            max_tile: int | None = None):
+            ignore_index: int | None = None, donate: bool = False,
+            interpret: bool | None = None, max_tile: int | None = None):
   """``(loss [N], grad [N, C], aux [N, 4])`` in one kernel: the per-row loss, its gradient
   for a unit cotangent, and ``[w_t, −log y_t, counted, lse]`` (the first two 0 for rows
-  that do not count)."""
+  that do not count).
+
+  ``donate=True`` aliases the gradient output to the logits input
+  (``input_output_aliases``): each program reads a tile of its rows before it
+  writes the same tile, so the gradient may overwrite the logits in place.  XLA
+  honours the alias when nothing reads the logits afterwards and inserts a copy
+  otherwise, so the result is the same either way."""
   n, c = x.shape
   tile, tiles = _layout(c, MAX_TILE if max_tile is None else max_tile)
   w = jnp.ones((1, c), jnp.float32) if weights is None else weights.astype(jnp.float32)[None]
@@ -244,7 +251,8 @@ def xent_2d(x: jax.Array, labels: jax.Array, weights: jax.Array | None = None, *
   loss, grad, aux = _call(kernel, x, outs, interpret, max_tile,
                           extra_in=(labels.astype(jnp.int32).reshape(n, 1), w),
                           extra_specs=(pl.BlockSpec((br, 1), lambda i: (i, 0)),
-                                       pl.BlockSpec((1, tile * tiles), lambda i: (0, 0))))
+                                       pl.BlockSpec((1, tile * tiles), lambda i: (0, 0))),
+                          aliases={0: 1} if donate else None)
   return loss[:, 0], grad, aux
 
 
@@ -307,7 +315,10 @@ def _xent_fwd(x, labels, weights, opts):
   loss, grad, aux = xent_2d(_flat(x), labels.reshape(-1), weights, **dict(opts))
   shape = labels.shape
   out = (loss.reshape(shape), aux[:, 0].reshape(shape))
-  return out, (x, labels, weights, grad.reshape(x.shape), aux)
+  # the logits are kept only where the weights' smoothing gradient reads them, so that
+  # with ``donate`` nothing else holds them and the gradient can take their buffer
+  keep = weights is not None and dict(opts).get("eps", 0.0)
+  return out, (x if keep else None, labels, weights, grad.reshape(x.shape), aux)
 
 
 def _xent_bwd(opts, res, cts):
@@ -317,7 +328,7 @@ def _xent_bwd(opts, res, cts):
   dw = None
   if weights is not None:  # XLA ops; removed by the compiler when nobody asks for them
     o = dict(opts)
-    eps, c = o.get("eps", 0.0), x.shape[-1]
+    eps, c = o.get("eps", 0.0), grad.shape[-1]
     g, g_weight = g.reshape(-1), g_weight.reshape(-1)
     counted, nll, lse = aux[:, 2] > 0, aux[:, 1], aux[:, 3]
     t = jnp.clip(labels.reshape(-1), 0, c - 1)
@@ -337,11 +348,11 @@ _xent.defvjp(_xent_fwd, _xent_bwd)
 
 
 def cross_entropy(x, labels, reduction, *, weights=None, eps=0.0, z_loss=0.0, softcap=None,
-                  ignore_index=None):
+                  ignore_index=None, donate=False):
   """Integer-label cross-entropy with the fused kernel, reduced as the XLA path does
   (``mean`` divides by ``Σ w_t`` over the counted rows)."""
   opts = tuple(sorted(dict(eps=float(eps), z_loss=float(z_loss), softcap=softcap,
-                           ignore_index=ignore_index).items()))
+                           ignore_index=ignore_index, donate=bool(donate)).items()))
   per, weight = _xent(x, labels, weights, opts)
   if reduction == "none":
     return per

@@ -145,3 +145,48 @@ def test_kernels_lower_for_the_gpu_triton_backend(shape, dtype):
                     (x, t, w))):
     module = export.export(jax.jit(fn), platforms=["cuda"], disabled_checks=[triton])(*args)
     assert "__gpu$xla.gpu.triton" in module.mlir_module()
+
+
+@pytest.mark.parametrize("opts", [{}, {"class_weights": True, "label_smoothing": 0.1}])
+def test_donating_the_logits_changes_no_result(rng, opts):
+  x = _logits(rng, (6, 40))
+  t = jnp.asarray(rng.integers(0, 40, 6)).at[1].set(39)
+  w = jnp.asarray(rng.random(40) + 0.5, jnp.float32)
+
+  def loss(z, w, donate):
+    return sj.cross_entropy_with_integer_labels(
+        z, t, class_weights=w if opts else None, label_smoothing=opts.get("label_smoothing", 0.0),
+        impl="pallas", donate_logits=donate)
+
+  for f in (jax.value_and_grad(loss, (0, 1)),
+            jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=2)):
+    got, want = f(x, w, True), f(x, w, False)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+      np.testing.assert_array_equal(a, b)
+  # the logits are still readable afterwards: XLA copied them rather than overwrite them
+  assert np.isfinite(np.asarray(x)[2:]).all()
+
+
+def test_donation_aliases_the_gradient_to_the_logits_in_the_gpu_program():
+  """In the CUDA lowering, the Triton call's gradient output aliases its logits operand."""
+  import re
+
+  from jax import export
+
+  x = jax.ShapeDtypeStruct((64, 1000), jnp.float32)
+  t = jax.ShapeDtypeStruct((64,), jnp.int32)
+  triton = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+  aliases = {}
+  for donate in (False, True):
+    fn = jax.jit(lambda x, t, d=donate: _pallas.xent_2d(x, t, donate=d, interpret=False))
+    text = export.export(fn, platforms=["cuda"], disabled_checks=[triton])(x, t).mlir_module()
+    aliases[donate] = re.findall(
+        r"output_operand_alias<output_tuple_indices = \[(\d+)\], operand_index = (\d+)", text)
+  assert aliases[False] == []
+  assert aliases[True] == [("1", "0")]  # output 1 (the gradient) takes operand 0 (the logits)
+
+
+def test_donate_logits_must_be_a_bool(rng):
+  x = jnp.asarray(rng.normal(size=(4, 8)), jnp.float32)
+  with pytest.raises(TypeError, match="donate_logits must be True or False"):
+    sj.cross_entropy_with_integer_labels(x, jnp.zeros(4, jnp.int32), donate_logits="yes")
