@@ -139,7 +139,16 @@ def _soft_xent_fwd_general(z, t, where, eps):
   return loss, m, log_s, row_ok, bad
 
 
-def _soft_xent_fwd(z, t, where, eps):
+def _up(z, t):
+  """Logits and targets in the dtype the arithmetic is done in (float32 for half precision)."""
+  dtype = _checks.compute_dtype(z.dtype)
+  return z.astype(dtype), t.astype(dtype)
+
+
+def _soft_xent_fwd(z_in, t_in, where, eps):
+  # The inputs arrive in their own dtype and are upcast here and again in the masked
+  # branch: an upcast shared by both branches of the cond would be materialised.
+  z, t = _up(z_in, t_in)
   if where is None:
     # Without a mask, the loss is first computed without any masking select:
     # Σ_c t'_c (log s − (z_c − m)), every term non-negative, t' = (1 − ε) t + ε/C.
@@ -155,20 +164,21 @@ def _soft_xent_fwd(z, t, where, eps):
     fast = (loss, m, log_s, ok, ~ok)
     loss, m, log_s, row_ok, bad = lax.cond(
         jnp.all(jnp.isfinite(loss)), lambda: fast,
-        lambda: _soft_xent_fwd_general(z, t, None, eps))
+        lambda: _soft_xent_fwd_general(*_up(z_in, t_in), None, eps))
   else:
     loss, m, log_s, row_ok, bad = _soft_xent_fwd_general(z, t, where, eps)
-  return (loss, row_ok[..., 0].astype(z.dtype)), (z, t, where, m, log_s, row_ok, bad)
+  return (loss, row_ok[..., 0].astype(z.dtype)), (z_in, t_in, where, m, log_s, row_ok, bad)
 
 
 def _soft_xent_bwd(eps, res, cts):
-  z, t, where, m, log_s, row_ok, bad = res
+  z_in, t_in, where, m, log_s, row_ok, bad = res
+  z, t = _up(z_in, t_in)
   zm = _masked(z, where)
   valid, ts, total = _soft_targets(zm, t, eps)
   g = cts[0][..., None]
   dz = _finish(g * _soft_grad(zm, m, log_s, valid, ts, total), row_ok, bad)
   dt = _finish(-(1 - eps) * g * jnp.where(valid, (zm - m) - log_s, 0), row_ok, bad)
-  return dz, dt, None
+  return dz.astype(z_in.dtype), dt.astype(t_in.dtype), None
 
 
 _soft_xent.defvjp(_soft_xent_fwd, _soft_xent_bwd)
@@ -176,9 +186,8 @@ _soft_xent.defvjp(_soft_xent_fwd, _soft_xent_bwd)
 
 @partial(jax.jit, static_argnums=(3, 4, 5))
 def _cross_entropy_impl(logits, targets, where, axis, eps, reduction):
-  dtype = _checks.compute_dtype(logits.dtype)
-  z = jnp.moveaxis(logits.astype(dtype), axis, -1)
-  t = jnp.moveaxis(targets.astype(dtype), axis, -1)
+  z = jnp.moveaxis(logits, axis, -1)  # upcast inside the custom VJP
+  t = jnp.moveaxis(targets, axis, -1)
   w = None if where is None else jnp.moveaxis(where, axis, -1)
   loss, counted = _soft_xent(z, t, w, eps)
   return _reduce(loss, counted, reduction)
