@@ -1,10 +1,13 @@
 """Builds docs/benchmarks.md (and its plot) from one or more `softmax-jax bench --json` files.
 
     softmax-jax bench --json cpu.json
-    python experiments/backend_benchmark.py cpu.json [gpu.json ...]
+    python experiments/backend_benchmark.py cpu.json [gpu.json ...] [--runs cpu2.json cpu3.json]
 
 Rows from several backends are merged into one document; the targets of the
 benchmark issue are checked on each file's own ratios (each measured in one run).
+``--runs`` takes further runs of the first file's command, made one after the
+other on the same machine: the CPU targets are then tabulated over every run,
+and a target counts as met only if every run meets it.
 """
 
 from __future__ import annotations
@@ -80,6 +83,25 @@ def render(runs: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def runs_table(runs: list[dict]) -> str:
+  """The CPU targets of several runs of one command, side by side."""
+  tables = [cpu_targets(run["rows"]) for run in runs]
+  n = len(tables)
+  lines = [f"## The CPU targets over {n} consecutive runs", "",
+           f"The same command {n} times in a row on the same machine (run 1 is the table "
+           "above). A target counts as met only if every run meets it.", "",
+           "| figure | target | " + " | ".join(f"run {i + 1}" for i in range(n))
+           + " | met in all |", "|---|---|" + "---|" * n + "---|"]
+  for i, (what, target, _, _) in enumerate(tables[0]):
+    cells = [t[i] for t in tables if i < len(t) and t[i][0] == what]
+    if len(cells) != n:
+      raise ValueError(f"runs disagree on the figures: {what!r} is not in every run")
+    met = [c[3] for c in cells]
+    verdict = "-" if any(m is None for m in met) else "yes" if all(met) else "no"
+    lines.append(f"| {what} | {target} | " + " | ".join(c[2] for c in cells) + f" | {verdict} |")
+  return "\n".join(lines) + "\n"
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,9 +109,13 @@ def main() -> int:
   parser.add_argument("--out", type=pathlib.Path, default=DOCS / "benchmarks.md")
   parser.add_argument("--plot", type=pathlib.Path, default=DOCS / "benchmarks.png")
   parser.add_argument("--notes", type=pathlib.Path, help="markdown appended after the tables")
+  parser.add_argument("--runs", nargs="*", type=pathlib.Path, default=[],
+                      help="more CPU runs of the first file's command, tabulated with it")
   args = parser.parse_args()
   runs = [json.loads(p.read_text()) for p in args.json]
   text = render(runs)
+  if args.runs:
+    text += "\n" + runs_table([runs[0], *(json.loads(p.read_text()) for p in args.runs)])
   if args.notes:
     text += "\n" + args.notes.read_text()
   args.out.write_text(text)

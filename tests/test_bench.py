@@ -54,3 +54,29 @@ def test_wrong_implementation_is_a_failure(monkeypatch, capsys):
 def test_unknown_op_is_rejected(capsys):
   assert cli.main(["bench", "--ops", "nope"]) == 2
   assert "unknown --ops" in capsys.readouterr().err
+
+
+def test_report_tabulates_the_cpu_targets_over_several_runs():
+  import copy
+  import importlib.util
+  import pathlib
+
+  root = pathlib.Path(__file__).resolve().parents[1]
+  spec = importlib.util.spec_from_file_location(
+      "backend_benchmark", root / "experiments" / "backend_benchmark.py")
+  report = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(report)
+  run1 = json.loads((root / "docs" / "bench_cpu.json").read_text())
+  run2 = copy.deepcopy(run1)
+  for r in run2["rows"]:  # the second run misses the 5× Jacobian target
+    if r["op"] == "softmax_jacobian" and r["baseline"] == "vmap(jacfwd)":
+      r["speedup"] = 4.0
+  table = report.runs_table([run1, run2])
+  assert "over 2 consecutive runs" in table
+  line = next(x for x in table.splitlines() if "vs vmap(jacfwd)" in x)
+  assert line.endswith("| 4.00× | no |"), line
+  line = next(x for x in table.splitlines() if "softmax_vjp" in x)
+  assert line.endswith("| yes |") or line.endswith("| no |")
+  del run2["rows"][0]
+  with pytest.raises(ValueError, match="not in every run"):
+    report.runs_table([run1, run2])
