@@ -108,17 +108,23 @@ def run_case(case: Case, *, reps: int, key, copy_gbps: float | None) -> list[Res
   in_bytes = sum(int(a.size) * a.dtype.itemsize for a in jax.tree_util.tree_leaves(base_args))
   copies = int(min(8, max(1, CACHE_BYTES // max(in_bytes, 1)))) if in_bytes < CACHE_BYTES else 1
   arg_sets = [base_args] + [case.make_inputs(jax.random.fold_in(key, i)) for i in range(1, copies)]
-  impls = {"softmax_jax": case.ours, **case.baselines}
-  compiled, temps, outs = {}, {}, {}
-  for name, fn in impls.items():
-    lowered = jax.jit(fn).lower(*base_args)
-    compiled[name] = lowered.compile()
-    temps[name] = _temp_bytes(compiled[name])
-    outs[name] = compiled[name](*base_args)
-    jax.block_until_ready(outs[name])
+  every = {"softmax_jax": case.ours, **case.baselines}
+  compiled, temps, outs, failed = {}, {}, {}, {}
+  for name, fn in every.items():
+    # A function that does not compile or run here (a kernel the backend refuses, say)
+    # becomes a failed row; the other implementations are still measured.
+    try:
+      compiled[name] = jax.jit(fn).lower(*base_args).compile()
+      temps[name] = _temp_bytes(compiled[name])
+      outs[name] = jax.block_until_ready(compiled[name](*base_args))
+    except Exception as err:  # noqa: BLE001
+      lines = str(err).strip().splitlines() or [""]
+      failed[name] = f"failed: {type(err).__name__}: {lines[0][:200]}"
+  impls = {name: fn for name, fn in every.items() if name not in failed}
   first_baseline = next(iter(case.baselines), None)
   correct = {name: True for name in impls}
-  if first_baseline is not None and np.isfinite(case.rtol):  # inf: a floor, not the same answer
+  if (first_baseline is not None and np.isfinite(case.rtol)  # inf: a floor, not the same answer
+      and not {"softmax_jax", first_baseline} & failed.keys()):
     ok = _agree(outs["softmax_jax"], outs[first_baseline], case.rtol)
     correct = {name: ok for name in impls}
   times = {name: [] for name in impls}
@@ -135,14 +141,22 @@ def run_case(case: Case, *, reps: int, key, copy_gbps: float | None) -> list[Res
   backend = jax.default_backend()
   device = jax.devices()[0].device_kind
   results = []
-  ours_ms = statistics.median(times["softmax_jax"]) * 1e3
-  for name in impls:
+  nan = float("nan")
+  for name in every:
+    if name in failed:
+      results.append(Result(
+          op=case.op, impl=name, baseline=first_baseline or "",
+          shape="x".join(map(str, case.shape)), dtype=case.dtype, backend=backend,
+          device=device, median_ms=nan, p25_ms=nan, p75_ms=nan, bytes=case.bytes, gbps=None,
+          fraction_of_copy=None, temp_bytes=None, speedup=None, correct=False,
+          note=failed[name]))
+      continue
     ts = sorted(t * 1e3 for t in times[name])
     med = statistics.median(ts)
     gbps = case.bytes / (med / 1e3) / 1e9 if case.bytes else None
     frac = gbps / copy_gbps if gbps is not None and copy_gbps else None
     speedup = None
-    if name == "softmax_jax" and first_baseline is not None:
+    if name == "softmax_jax" and first_baseline is not None and first_baseline in impls:
       speedup = statistics.median(times[first_baseline]) * 1e3 / med
     results.append(Result(
         op=case.op, impl=name, baseline=first_baseline or "", shape="x".join(map(str, case.shape)),
@@ -150,8 +164,6 @@ def run_case(case: Case, *, reps: int, key, copy_gbps: float | None) -> list[Res
         p25_ms=float(np.percentile(ts, 25)), p75_ms=float(np.percentile(ts, 75)),
         bytes=case.bytes, gbps=gbps, fraction_of_copy=frac, temp_bytes=temps[name],
         speedup=speedup, correct=correct[name]))
-  if ours_ms <= 0:
-    raise RuntimeError(f"bench: non-positive time for {case.op}")
   return results
 
 
@@ -345,7 +357,7 @@ COLUMNS = ("op", "impl", "shape", "dtype", "median_ms", "p25_ms", "p75_ms", "gbp
 
 
 def _cell(value, key):
-  if value is None:
+  if value is None or value != value:  # None or NaN (a row that failed)
     return "-"
   if key in ("median_ms", "p25_ms", "p75_ms"):
     return f"{value:.3f}"
@@ -360,13 +372,20 @@ def _cell(value, key):
   return str(value)
 
 
+def status(r: Result) -> str:
+  """``yes``, ``WRONG`` (disagrees with its baseline) or the failure (did not compile or run)."""
+  if r.note.startswith("failed"):
+    return r.note.replace("|", "/")
+  return _cell(r.correct, "correct")
+
+
 def markdown(rows: Sequence[Result], copy_gbps: float | None) -> str:
   head = ["| op | impl | shape | dtype | median ms | spread (p25–p75) ms | GB/s | "
           "of copy | temp | speedup vs baseline | agrees |", "|" + "---|" * 11]
-  body = [f"| {r.op} | {r.impl} | {r.shape} | {r.dtype} | {r.median_ms:.3f} | "
-          f"{r.p25_ms:.3f}–{r.p75_ms:.3f} | {_cell(r.gbps, 'gbps')} | "
+  body = [f"| {r.op} | {r.impl} | {r.shape} | {r.dtype} | {_cell(r.median_ms, 'median_ms')} | "
+          f"{_cell(r.p25_ms, 'p25_ms')}–{_cell(r.p75_ms, 'p75_ms')} | {_cell(r.gbps, 'gbps')} | "
           f"{_cell(r.fraction_of_copy, 'fraction_of_copy')} | {_cell(r.temp_bytes, 'temp_bytes')}"
-          f" | {_cell(r.speedup, 'speedup')} | {_cell(r.correct, 'correct')} |" for r in rows]
+          f" | {_cell(r.speedup, 'speedup')} | {status(r)} |" for r in rows]
   dev = f"{rows[0].backend} ({rows[0].device})" if rows else "?"
   copy = f"{copy_gbps:.1f} GB/s" if copy_gbps else "not measured"
   return "\n".join([f"Device: {dev}. Elementwise-copy bandwidth in this run: {copy}.", "",
@@ -374,7 +393,8 @@ def markdown(rows: Sequence[Result], copy_gbps: float | None) -> str:
 
 
 def text_table(rows: Sequence[Result]) -> str:
-  cells = [[_cell(getattr(r, k), k) for k in COLUMNS] for r in rows]
+  cells = [[status(r)[:40] if k == "correct" else _cell(getattr(r, k), k) for k in COLUMNS]
+           for r in rows]
   widths = [max(len(k), *(len(c[i]) for c in cells)) if cells else len(k)
             for i, k in enumerate(COLUMNS)]
   fmt = lambda cs: "  ".join(c.rjust(w) for c, w in zip(cs, widths, strict=True))  # noqa: E731

@@ -80,3 +80,22 @@ def test_report_tabulates_the_cpu_targets_over_several_runs():
   del run2["rows"][0]
   with pytest.raises(ValueError, match="not in every run"):
     report.runs_table([run1, run2])
+
+
+def test_an_implementation_that_fails_is_a_failed_row_and_the_rest_still_run(monkeypatch,
+                                                                             capsys, tmp_path):
+  def broken(z):
+    raise NotImplementedError("no kernel for this backend")
+
+  monkeypatch.setattr(_softmax, "softmax", broken)
+  md = tmp_path / "out.md"
+  code = cli.main(TINY + ["--ops", "softmax,log_softmax", "--markdown", str(md)])
+  captured = capsys.readouterr()
+  assert code == 1
+  assert "NotImplementedError: no kernel for this backend" in captured.err
+  text = md.read_text()
+  row = next(x for x in text.splitlines() if x.startswith("| softmax | softmax_jax"))
+  assert "failed: NotImplementedError" in row and "| - |" in row
+  base = next(x for x in text.splitlines() if x.startswith("| softmax | jax.nn.softmax"))
+  assert float(base.split("|")[5]) > 0  # the baseline was still timed
+  assert "| log_softmax | softmax_jax" in text and "WRONG" not in text
