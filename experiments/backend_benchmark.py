@@ -91,8 +91,8 @@ def runs_table(runs: list[dict]) -> str:
   tables = [cpu_targets(run["rows"]) for run in runs]
   n = len(tables)
   lines = [f"## The CPU targets over {n} consecutive runs", "",
-           f"The same command {n} times in a row on the same machine (run 1 is the table "
-           "above). A target counts as met only if every run meets it.", "",
+           f"The same command {n} times in a row on the same machine (run 1 is the first "
+           "table above). A target counts as met only if every run meets it.", "",
            "| figure | target | " + " | ".join(f"run {i + 1}" for i in range(n))
            + " | met in all |", "|---|---|" + "---|" * n + "---|"]
   for i, (what, target, _, _) in enumerate(tables[0]):
