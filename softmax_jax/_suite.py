@@ -306,18 +306,32 @@ def run_case(dtype: str, classes: int, scale: str, functions=None) -> list[Row]:
     for name, check in CHECKS.items():
       if functions and name not in functions:
         continue
-      for function, variant, method, impl, got, want, *magnitude in check(case):
-        dt = case.dtype
-        rtol, atol = _tolerances(dt, None, None, fd=(method == "fd"))
-        extra = 2 * got.error if method == "fd" else None
-        err = compare(np.asarray(got), want, method, rtol=rtol, atol=atol,
-                      magnitude=magnitude[0] if magnitude else None, extra_atol=extra)
-        if impl == "softmax_jax":
-          status = "ok" if err.passed else "FAIL"
-        else:
-          status = "(within)" if err.passed else "(beyond)"
-        rows.append(Row(function, variant, dt, case.classes, case.scale, method, impl,
-                        err.max_abs_err, err.max_rel_err, rtol, atol, status))
+      try:
+        rows.extend(_check_rows(check, case))
+      except Exception as err:  # noqa: BLE001 - a check that cannot run is a failed row
+        lines = str(err).strip().splitlines() or [""]
+        nan = float("nan")
+        rows.append(Row(name, f"{type(err).__name__}: {lines[0][:120]}", case.dtype,
+                        case.classes, case.scale, "error", "softmax_jax", nan, nan, nan, nan,
+                        "FAIL"))
+  return rows
+
+
+def _check_rows(check, case: Case) -> list[Row]:
+  """The rows of one check at one grid point: each comparison against its tolerance."""
+  rows = []
+  for function, variant, method, impl, got, want, *magnitude in check(case):
+    dt = case.dtype
+    rtol, atol = _tolerances(dt, None, None, fd=(method == "fd"))
+    extra = 2 * got.error if method == "fd" else None
+    err = compare(np.asarray(got), want, method, rtol=rtol, atol=atol,
+                  magnitude=magnitude[0] if magnitude else None, extra_atol=extra)
+    if impl == "softmax_jax":
+      status = "ok" if err.passed else "FAIL"
+    else:
+      status = "(within)" if err.passed else "(beyond)"
+    rows.append(Row(function, variant, dt, case.classes, case.scale, method, impl,
+                    err.max_abs_err, err.max_rel_err, rtol, atol, status))
   return rows
 
 

@@ -127,3 +127,18 @@ def test_verify_fails_on_a_wrong_implementation(monkeypatch, capsys):
   out = capsys.readouterr().out
   assert code == 1
   assert "FAIL" in out and " 1 failed" in out
+
+
+def test_verify_reports_a_check_that_cannot_run_and_goes_on(monkeypatch, capsys, tmp_path):
+  def broken(z):
+    raise NotImplementedError("no kernel for this backend")
+
+  monkeypatch.setattr(_suite, "softmax_jacobian", broken)
+  path = tmp_path / "rows.json"
+  code = cli.main(["verify", "--functions", "softmax,log_softmax", "--dtypes", "float32",
+                   "--classes", "10", "--scales", "1", "--json", str(path)])
+  out = capsys.readouterr().out
+  assert code == 1
+  assert "NotImplementedError: no kernel for this backend" in out and " 1 failed" in out
+  rows = json.loads(path.read_text())["rows"]
+  assert any(r["function"] == "log_softmax" and r["status"] == "ok" for r in rows)
