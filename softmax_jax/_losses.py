@@ -149,13 +149,15 @@ def _soft_xent_fwd(z_in, t_in, where, eps):
   # The inputs arrive in their own dtype and are upcast here and again in the masked
   # branch: an upcast shared by both branches of the cond would be materialised.
   z, t = _up(z_in, t_in)
-  if where is None:
+  if where is None and jax.default_backend() == "cpu":
     # Without a mask, the loss is first computed without any masking select:
     # Σ_c t'_c (log s − (z_c − m)), every term non-negative, t' = (1 − ε) t + ε/C.
     # A −inf or NaN logit, a row without a finite one, or a NaN target makes some
     # row non-finite (0·∞ or ∞); only then is the masked computation run (``lax.cond``).
     # Selects in the masked version keep XLA:CPU from fusing the row reductions
-    # (about 10× slower at 4096×1024), hence the split.
+    # (about 10× slower at 4096×1024), hence the split.  Other backends fuse the
+    # selects, and there a cond can cost a device-to-host read of its predicate, so they
+    # keep the single masked computation.
     m = lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
     log_s = jnp.log(jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True))
     ts = t if eps == 0 else (1 - eps) * t + eps / z.shape[-1]
