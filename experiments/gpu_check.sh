@@ -20,8 +20,10 @@ timeout 90 $py -m softmax_jax verify --quick --all --json "$OUT/verify_gpu.json"
 echo "verify exit $?" | tee -a "$LOG"; tail -4 /tmp/verify.txt | tee -a "$LOG"
 
 stage "2. bench, default grid"
+# (no --markdown: $OUT brings back 8 files at most; the markdown is regenerated from the JSON
+# by experiments/backend_benchmark.py)
 timeout 150 $py -m softmax_jax bench --backend gpu --json "$OUT/bench_gpu.json" \
-  --markdown "$OUT/bench_gpu.md" 2>/dev/null | tee -a "$LOG"
+  2>/dev/null | tee -a "$LOG"
 echo "bench exit $?" | tee -a "$LOG"
 
 stage "3. bench, reference shapes of the large-scale issue"
