@@ -155,3 +155,27 @@ def test_skipped_rows_with_large_logits_keep_the_gradient_finite():
                   strict=True):
     assert bool(jnp.isfinite(a).all())
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)  # exact value 0 for dh here
+
+
+def test_the_gpu_program_multiplies_in_bfloat16_and_holds_no_vocabulary_wide_float32_array():
+  """The program handed to the GPU compiler (a CUDA lowering, which needs no GPU) keeps
+  the bfloat16 matrix products with float32 accumulation and never builds an ``[N, V]``
+  array or a float32 copy of ``W``: the float32 copy seen in the CPU compile comes from
+  the CPU backend, which has no bfloat16 matrix product."""
+  import re
+
+  from jax import export
+
+  n, h, v, chunk = 256, 128, 8192, 1024
+  args = (jax.ShapeDtypeStruct((n, h), jnp.bfloat16), jax.ShapeDtypeStruct((h, v), jnp.bfloat16),
+          jax.ShapeDtypeStruct((n,), jnp.int32))
+  f = jax.jit(jax.value_and_grad(
+      lambda x, w, t: sj.linear_cross_entropy(x, w, t, chunk_size=chunk), argnums=(0, 1)))
+  text = export.export(f, platforms=["cuda"])(*args).mlir_module()
+  arrays = {(int(a), int(b), dt) for a, b, dt in re.findall(r"tensor<(\d+)x(\d+)x(\w+)>", text)}
+  assert (h, v, "bf16") in arrays  # W and dW, in their own dtype
+  assert not {a for a in arrays if a[2] == "f32" and max(a[:2]) > chunk}, sorted(arrays)
+  assert not {a for a in arrays if {n, v} <= set(a[:2])}  # no [N, V] logits
+  dots = re.findall(r"dot_general[^\n]*tensor<\d+x\d+xbf16>, tensor<\d+x\d+xbf16>\) -> "
+                    r"tensor<\d+x\d+xf32>", text)
+  assert len(dots) >= 3  # forward logits, d hidden and d W: bfloat16 in, float32 out
