@@ -23,6 +23,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.experimental import pallas as pl
 
 MAX_TILE = 16384  # classes per tile (float32: 64 kB per row)
@@ -161,11 +162,13 @@ def apply_softcap(z, cap):
   return jnp.where(z == -jnp.inf, -jnp.inf, cap * th), th
 
 
-def _xent_kernel(x_ref, t_ref, w_ref, loss_ref, grad_ref, aux_ref, *, tile, tiles, c, eps,
-                 z_loss, softcap, ignore_index):
+def _xent_kernel(x_ref, t_ref, w_ref, g_ref, loss_ref, grad_ref, aux_ref, *, tile, tiles, c,
+                 eps, z_loss, softcap, ignore_index):
   """Per row: ``ξ`` (PyTorch semantics with class weights and smoothing, plus ``λ_z lse²``),
-  the gradient for a unit cotangent, and ``aux = [w_t, −log y_t, counted, lse]``."""
+  its gradient times the cotangent ``g`` (one number for every row), and
+  ``aux = [w_t, −log y_t, counted, lse]``."""
   t = t_ref[...]  # [rows, 1] int32
+  g = g_ref[...].astype(jnp.float32)  # [1, 1]
   rows = t.shape[0]
 
   def tile_terms(cols, offset):
@@ -208,14 +211,17 @@ def _xent_kernel(x_ref, t_ref, w_ref, loss_ref, grad_ref, aux_ref, *, tile, tile
   aux_ref[:, 2:3] = counted.astype(jnp.float32)
   aux_ref[:, 3:4] = lse
 
-  # Pass 2: ∂ℓ/∂z_c = ((1−ε) w_t + (ε/K) W + 2 λ_z lse) y_c − (1−ε) w_t [c = t] − (ε/K) w_c.
-  scale = (1 - eps) * w_t + coef_k * wsum + 2 * z_loss * lse
+  # Pass 2: ∂ℓ/∂z_c = ((1−ε) w_t + (ε/K) W + 2 λ_z lse) y_c − (1−ε) w_t [c = t] − (ε/K) w_c,
+  # times g (folded into the per-row coefficients).
+  scale = g * ((1 - eps) * w_t + coef_k * wsum + 2 * z_loss * lse)
+  hit_coef = g * ((1 - eps) * w_t)
+  smooth_coef = g * coef_k
 
   def write(cols, offset, acc):
     z, th, idx, wv = tile_terms(cols, offset)
-    grad = scale * jnp.exp(z - lse) - ((1 - eps) * w_t) * (idx == t).astype(jnp.float32)
+    grad = scale * jnp.exp(z - lse) - hit_coef * (idx == t).astype(jnp.float32)
     if eps:
-      grad = grad - coef_k * wv
+      grad = grad - smooth_coef * wv
     if th is not None:
       grad = grad * (1 - jnp.square(th))
     grad = jnp.where(counted, grad, 0.0)
@@ -230,10 +236,11 @@ def _xent_kernel(x_ref, t_ref, w_ref, loss_ref, grad_ref, aux_ref, *, tile, tile
 def xent_2d(x: jax.Array, labels: jax.Array, weights: jax.Array | None = None, *,
             eps: float = 0.0, z_loss: float = 0.0, softcap: float | None = None,
             ignore_index: int | None = None, donate: bool = False,
-            interpret: bool | None = None, max_tile: int | None = None):
+            grad_scale: jax.Array | float = 1.0, interpret: bool | None = None,
+            max_tile: int | None = None):
   """``(loss [N], grad [N, C], aux [N, 4])`` in one kernel: the per-row loss, its gradient
-  for a unit cotangent, and ``[w_t, −log y_t, counted, lse]`` (the first two 0 for rows
-  that do not count).
+  times ``grad_scale`` (a scalar: the cotangent every row is expected to get), and
+  ``[w_t, −log y_t, counted, lse]`` (the first two 0 for rows that do not count).
 
   ``donate=True`` aliases the gradient output to the logits input
   (``input_output_aliases``): each program reads a tile of its rows before it
@@ -249,9 +256,11 @@ def xent_2d(x: jax.Array, labels: jax.Array, weights: jax.Array | None = None, *
                              ignore_index=ignore_index)
   br = _rows_per_block(n, tile)
   loss, grad, aux = _call(kernel, x, outs, interpret, max_tile,
-                          extra_in=(labels.astype(jnp.int32).reshape(n, 1), w),
+                          extra_in=(labels.astype(jnp.int32).reshape(n, 1), w,
+                                    jnp.asarray(grad_scale, jnp.float32).reshape(1, 1)),
                           extra_specs=(pl.BlockSpec((br, 1), lambda i: (i, 0)),
-                                       pl.BlockSpec((1, tile * tiles), lambda i: (0, 0))),
+                                       pl.BlockSpec((1, tile * tiles), lambda i: (0, 0)),
+                                       pl.BlockSpec((1, 1), lambda i: (0, 0))),
                           aliases={0: 1} if donate else None)
   return loss[:, 0], grad, aux
 
@@ -306,25 +315,32 @@ def _softmax_jvp(log, primals, tangents):
   return out, (y * (dx.astype(jnp.float32) - inner)).astype(out.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _xent(x, labels, weights, opts):
-  return _xent_fwd(x, labels, weights, opts)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _xent(x, labels, weights, g_expected, opts):
+  return _xent_fwd(x, labels, weights, g_expected, opts)[0]
 
 
-def _xent_fwd(x, labels, weights, opts):
-  loss, grad, aux = xent_2d(_flat(x), labels.reshape(-1), weights, **dict(opts))
+def _xent_fwd(x, labels, weights, g_expected, opts):
+  loss, grad, aux = xent_2d(_flat(x), labels.reshape(-1), weights, grad_scale=g_expected,
+                            **dict(opts))
   shape = labels.shape
   out = (loss.reshape(shape), aux[:, 0].reshape(shape))
   # the logits are kept only where the weights' smoothing gradient reads them, so that
   # with ``donate`` nothing else holds them and the gradient can take their buffer
   keep = weights is not None and dict(opts).get("eps", 0.0)
-  return out, (x if keep else None, labels, weights, grad.reshape(x.shape), aux)
+  res = (x if keep else None, labels, weights, g_expected, grad.reshape(x.shape), aux)
+  return out, res
 
 
 def _xent_bwd(opts, res, cts):
-  x, labels, weights, grad, aux = res
+  x, labels, weights, g_expected, grad, aux = res
   g, g_weight = cts
-  dz = (g[..., None] * grad).astype(grad.dtype)  # g · (y − t), stored by the kernel
+  # The kernel wrote g_expected · (y − t).  When every row's cotangent is g_expected (a
+  # mean or sum whose result is differentiated directly) that is the gradient, with no
+  # further pass over [N, C]; otherwise rescale it.
+  dz = lax.cond(
+      jnp.all(g == g_expected), lambda: grad,
+      lambda: ((g / g_expected)[..., None] * grad).astype(grad.dtype))
   dw = None
   if weights is not None:  # XLA ops; removed by the compiler when nobody asks for them
     o = dict(opts)
@@ -341,19 +357,43 @@ def _xent_bwd(opts, res, cts):
       coef = jnp.where(counted, g * eps / k, 0.0)
       dw = dw + jnp.sum(jnp.where(valid, coef[:, None] * (lse[:, None] - z), 0.0), axis=0)
     dw = dw.astype(weights.dtype)
-  return dz, None, dw
+  return dz, None, dw, None
 
 
 _xent.defvjp(_xent_fwd, _xent_bwd)
 
 
+def _mean_denominator(labels, weights, c, ignore_index):
+  """``Σ w_t`` over the rows the mean will count, predicted from the labels alone (a row
+  whose logits are all ``−inf`` is not counted either; then the prediction is off and the
+  backward pass rescales)."""
+  t = labels.reshape(-1)
+  ok = (t >= 0) & (t < c)  # the kernel gives an out-of-range label the weight 0
+  if ignore_index is not None:
+    ok = ok & (t != ignore_index)
+  w = jnp.ones((), jnp.float32) if weights is None else (
+      weights.astype(jnp.float32)[jnp.clip(t, 0, c - 1)])
+  return jnp.sum(jnp.where(ok, w, 0.0))
+
+
 def cross_entropy(x, labels, reduction, *, weights=None, eps=0.0, z_loss=0.0, softcap=None,
                   ignore_index=None, donate=False):
   """Integer-label cross-entropy with the fused kernel, reduced as the XLA path does
-  (``mean`` divides by ``Σ w_t`` over the counted rows)."""
+  (``mean`` divides by ``Σ w_t`` over the counted rows).
+
+  The kernel writes the gradient already multiplied by the cotangent that the reduction
+  will hand every row when its result is differentiated directly (``1 / Σ w_t`` for the
+  mean, 1 otherwise), so that ``jax.grad`` of the loss needs no second pass over the
+  logits' size."""
   opts = tuple(sorted(dict(eps=float(eps), z_loss=float(z_loss), softcap=softcap,
                            ignore_index=ignore_index, donate=bool(donate)).items()))
-  per, weight = _xent(x, labels, weights, opts)
+  one = jnp.ones((), jnp.float32)
+  if reduction == "mean":
+    d = lax.stop_gradient(_mean_denominator(labels, weights, x.shape[-1], ignore_index))
+    g_expected = one / jnp.where(d > 0, d, one)  # what the division below hands each row
+  else:
+    g_expected = one
+  per, weight = _xent(x, labels, weights, g_expected, opts)
   if reduction == "none":
     return per
   if reduction == "sum":

@@ -190,3 +190,75 @@ def test_donate_logits_must_be_a_bool(rng):
   x = jnp.asarray(rng.normal(size=(4, 8)), jnp.float32)
   with pytest.raises(TypeError, match="donate_logits must be True or False"):
     sj.cross_entropy_with_integer_labels(x, jnp.zeros(4, jnp.int32), donate_logits="yes")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_kernel_gradient_prescaled_by_the_expected_cotangent(rng, dtype, weighted):
+  """The kernel writes the gradient times the cotangent the reduction hands every row
+  (1 / Σ w_t for the mean); a different cotangent (a scaled loss, a row the prediction
+  missed, reduction="none") is rescaled.  Every case equals the XLA path."""
+  x = jnp.asarray(rng.normal(size=(7, 40)) * 3, dtype)
+  t = jnp.asarray(rng.integers(0, 40, 7)).at[2].set(-100)
+  w = jnp.asarray(rng.random(40) + 0.5, jnp.float32) if weighted else None
+  x_empty = x.at[4].set(-jnp.inf)  # not counted: the predicted denominator is off
+  v = jnp.asarray(rng.normal(size=7), jnp.float32)
+
+  def loss(z, impl, reduction="mean"):
+    return sj.cross_entropy_with_integer_labels(z, t, class_weights=w, ignore_index=-100,
+                                                reduction=reduction, impl=impl)
+
+  cases = {
+      "mean": lambda z, impl: loss(z, impl),
+      "sum": lambda z, impl: loss(z, impl, "sum"),
+      "half mean": lambda z, impl: 0.5 * loss(z, impl),
+      "none": lambda z, impl: jnp.sum(v * loss(z, impl, "none")),
+  }
+  tol = 1e-6 if dtype == jnp.float32 else 1e-2
+  for name, f in cases.items():
+    for z in (x, x_empty):
+      gp = jax.grad(f)(z, "pallas").astype(jnp.float32)
+      gx = jax.grad(f)(z, "xla").astype(jnp.float32)
+      np.testing.assert_allclose(gp, gx, rtol=tol, atol=tol * float(jnp.max(jnp.abs(gx))),
+                                 err_msg=name)
+
+
+def test_grad_of_the_mean_uses_the_kernel_gradient_as_is(rng, monkeypatch):
+  """In ``jax.grad`` of the mean, the gradient is the kernel's output, selected by a cond
+  whose taken branch is empty: no second pass over ``[N, C]``."""
+  from jax.extend.core import jaxprs_in_params
+  x = jnp.asarray(rng.normal(size=(8, 64)), jnp.float32)
+  t = jnp.asarray(rng.integers(0, 64, 8))
+  jaxpr = jax.make_jaxpr(jax.grad(
+      lambda z: sj.cross_entropy_with_integer_labels(z, t, impl="pallas")))(x)
+
+  def conds(jp):
+    for eqn in jp.eqns:
+      if eqn.primitive.name == "cond":
+        yield eqn
+      for sub in jaxprs_in_params(eqn.params):
+        yield from conds(sub)
+
+  found = [e for e in conds(jaxpr.jaxpr) if any(v.aval.shape == (8, 64) for v in e.outvars)]
+  assert len(found) == 1
+  false_branch, true_branch = found[0].params["branches"]
+  assert true_branch.jaxpr.eqns == []  # the taken branch forwards the kernel's gradient
+  assert any(e.primitive.name == "mul" for e in false_branch.jaxpr.eqns)
+  # and at run time the predicate holds: the cotangent is exactly the expected one
+  taken = []
+  cond = jax.lax.cond
+
+  def spy(pred, *args, **kwargs):
+    if not isinstance(pred, jax.core.Tracer):  # eager: the backward pass runs op by op
+      taken.append(bool(pred))
+    return cond(pred, *args, **kwargs)
+
+  monkeypatch.setattr(_pallas.lax, "cond", spy)
+  for w in (None, jnp.asarray(rng.random(64) + 0.5, jnp.float32)):
+    for reduction in ("mean", "sum"):
+      g = jax.grad(lambda z, w=w, r=reduction: sj.cross_entropy_with_integer_labels(
+          z, t, class_weights=w, reduction=r, impl="pallas"))(x)
+      want = jax.grad(lambda z, w=w, r=reduction: sj.cross_entropy_with_integer_labels(
+          z, t, class_weights=w, reduction=r, impl="xla"))(x)
+      np.testing.assert_allclose(g, want, atol=1e-6)
+  assert taken == [True] * 4
