@@ -35,7 +35,7 @@ def cpu_targets(rows) -> list[tuple[str, str, str, bool | None]]:
   out = []
   # a row without a speedup did not run (its note says why): it counts as a miss
   rows = [dict(r, speedup=0.0) if r["impl"] == "softmax_jax" and r.get("speedup") is None
-          and r.get("note", "").startswith("failed") else r for r in rows]
+          and bench.is_failure(r.get("note", "")) else r for r in rows]
 
   def add(what, target, value, ok):
     out.append((what, target, "not in this run" if value is None else value,

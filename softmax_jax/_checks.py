@@ -134,3 +134,10 @@ def same_shape(a: jax.Array, a_name: str, b: jax.Array, b_name: str, fn: str) ->
         f"{fn}: {a_name} has shape {a.shape} but {b_name} has shape {b.shape}; "
         "they must have the same shape."
     )
+
+
+def error_line(err: BaseException, limit: int) -> str:
+  """``"Type: first line of the message"`` (the message cut at ``limit`` characters), for
+  reports that record a failure and go on."""
+  lines = str(err).strip().splitlines() or [""]
+  return f"{type(err).__name__}: {lines[0][:limit]}"

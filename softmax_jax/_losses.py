@@ -28,7 +28,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from . import _checks, _pallas
-from ._softmax import _masked
+from ._softmax import _masked, _upcast
 
 # ---------------------------------------------------------------------------
 # Helpers (class axis last)
@@ -141,8 +141,8 @@ def _soft_xent_fwd_general(z, t, where, eps):
 
 def _up(z, t):
   """Logits and targets in the dtype the arithmetic is done in (float32 for half precision)."""
-  dtype = _checks.compute_dtype(z.dtype)
-  return z.astype(dtype), t.astype(dtype)
+  z = _upcast(z)
+  return z, t.astype(z.dtype)
 
 
 def _soft_xent_fwd(z_in, t_in, where, eps):

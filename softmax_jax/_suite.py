@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _checks
 from . import _reference as ref
 from ._jacobian import softmax_jacobian, softmax_jvp, softmax_vjp
 from ._losses import (
@@ -309,11 +310,9 @@ def run_case(dtype: str, classes: int, scale: str, functions=None) -> list[Row]:
       try:
         rows.extend(_check_rows(check, case))
       except Exception as err:  # noqa: BLE001 - a check that cannot run is a failed row
-        lines = str(err).strip().splitlines() or [""]
         nan = float("nan")
-        rows.append(Row(name, f"{type(err).__name__}: {lines[0][:120]}", case.dtype,
-                        case.classes, case.scale, "error", "softmax_jax", nan, nan, nan, nan,
-                        "FAIL"))
+        rows.append(Row(name, _checks.error_line(err, 120), case.dtype, case.classes,
+                        case.scale, "error", "softmax_jax", nan, nan, nan, nan, "FAIL"))
   return rows
 
 

@@ -22,9 +22,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import _jacobian, _losses, _softmax
+from . import _checks, _jacobian, _losses, _softmax
 
 CACHE_BYTES = 64 << 20  # inputs smaller than this rotate among several buffers
+
+
+FAILED = "failed: "  # the start of the note of an implementation that did not compile or run
+
+
+def is_failure(note: str) -> bool:
+  return note.startswith(FAILED)
 
 
 @dataclasses.dataclass
@@ -46,6 +53,11 @@ class Result:
   speedup: float | None  # baseline time / this time (our rows only)
   correct: bool
   note: str = ""
+
+  @property
+  def failed(self) -> bool:
+    """Whether the implementation did not compile or run (``note`` says why)."""
+    return is_failure(self.note)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +130,7 @@ def run_case(case: Case, *, reps: int, key, copy_gbps: float | None) -> list[Res
       temps[name] = _temp_bytes(compiled[name])
       outs[name] = jax.block_until_ready(compiled[name](*base_args))
     except Exception as err:  # noqa: BLE001
-      lines = str(err).strip().splitlines() or [""]
-      failed[name] = f"failed: {type(err).__name__}: {lines[0][:200]}"
+      failed[name] = FAILED + _checks.error_line(err, 200)
   impls = {name: fn for name, fn in every.items() if name not in failed}
   first_baseline = next(iter(case.baselines), None)
   correct = {name: True for name in impls}
@@ -138,16 +149,16 @@ def run_case(case: Case, *, reps: int, key, copy_gbps: float | None) -> list[Res
   for _ in range(blocks):
     for name in impls:
       times[name] += _timed(compiled[name], arg_sets, max(1, reps // blocks))
-  backend = jax.default_backend()
-  device = jax.devices()[0].device_kind
+  common = dict(op=case.op, baseline=first_baseline or "",
+                shape="x".join(map(str, case.shape)), dtype=case.dtype,
+                backend=jax.default_backend(), device=jax.devices()[0].device_kind,
+                bytes=case.bytes)
   results = []
   nan = float("nan")
   for name in every:
     if name in failed:
       results.append(Result(
-          op=case.op, impl=name, baseline=first_baseline or "",
-          shape="x".join(map(str, case.shape)), dtype=case.dtype, backend=backend,
-          device=device, median_ms=nan, p25_ms=nan, p75_ms=nan, bytes=case.bytes, gbps=None,
+          **common, impl=name, median_ms=nan, p25_ms=nan, p75_ms=nan, gbps=None,
           fraction_of_copy=None, temp_bytes=None, speedup=None, correct=False,
           note=failed[name]))
       continue
@@ -159,11 +170,9 @@ def run_case(case: Case, *, reps: int, key, copy_gbps: float | None) -> list[Res
     if name == "softmax_jax" and first_baseline is not None and first_baseline in impls:
       speedup = statistics.median(times[first_baseline]) * 1e3 / med
     results.append(Result(
-        op=case.op, impl=name, baseline=first_baseline or "", shape="x".join(map(str, case.shape)),
-        dtype=case.dtype, backend=backend, device=device, median_ms=med,
-        p25_ms=float(np.percentile(ts, 25)), p75_ms=float(np.percentile(ts, 75)),
-        bytes=case.bytes, gbps=gbps, fraction_of_copy=frac, temp_bytes=temps[name],
-        speedup=speedup, correct=correct[name]))
+        **common, impl=name, median_ms=med, p25_ms=float(np.percentile(ts, 25)),
+        p75_ms=float(np.percentile(ts, 75)), gbps=gbps, fraction_of_copy=frac,
+        temp_bytes=temps[name], speedup=speedup, correct=correct[name]))
   return results
 
 
@@ -374,7 +383,7 @@ def _cell(value, key):
 
 def status(r: Result) -> str:
   """``yes``, ``WRONG`` (disagrees with its baseline) or the failure (did not compile or run)."""
-  if r.note.startswith("failed"):
+  if r.failed:
     return r.note.replace("|", "/")
   return _cell(r.correct, "correct")
 

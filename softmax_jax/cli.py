@@ -163,7 +163,7 @@ def _bench(args: argparse.Namespace) -> int:
       fh.write(bench.markdown(rows, copy_gbps) + "\n")
   if args.plot:
     bench.plot(rows, args.plot)
-  failed = [r for r in rows if r.note.startswith("failed")]
+  failed = [r for r in rows if r.failed]
   for r in failed:
     print(f"{r.op} {r.shape} {r.dtype} {r.impl}: {r.note}", file=sys.stderr)
   wrong = [r for r in rows if not r.correct and r not in failed]
