@@ -114,18 +114,65 @@ def integer_labels(labels, shape: tuple[int, ...], of: str, fn: str) -> jax.Arra
   return labels
 
 
+def _real_number(value) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
 def z_loss(value, fn: str) -> float:
-  if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
-    raise ValueError(f"{fn}: z_loss must be a number >= 0, got {value!r}")
+  """A finite number ``>= 0`` (PaLM's ``λ_z``)."""
+  if not _real_number(value) or not (np.isfinite(value) and value >= 0):
+    raise ValueError(f"{fn}: z_loss must be a finite number >= 0, got {value!r}")
   return float(value)
 
 
 def logit_softcap(value, fn: str) -> float | None:
+  """``None`` or a finite number ``> 0``."""
   if value is None:
     return None
-  if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-    raise ValueError(f"{fn}: logit_softcap must be a positive number or None, got {value!r}")
+  if not _real_number(value) or not (np.isfinite(value) and value > 0):
+    raise ValueError(f"{fn}: logit_softcap must be a finite number > 0 or None, got {value!r}")
   return float(value)
+
+
+def positive_int(value, name: str, fn: str) -> int:
+  """A Python or NumPy integer ``>= 1`` (not a bool)."""
+  if not isinstance(value, numbers.Integral) or isinstance(value, bool | np.bool_) or value < 1:
+    raise ValueError(f"{fn}: {name} must be a positive integer, got {value!r}")
+  return int(value)
+
+
+def ignore_index(value, label_dtype, fn: str) -> int | None:
+  """``None`` or an integer that labels of ``label_dtype`` can hold.
+
+  A value the dtype cannot hold (``-100`` with uint8 labels, ``2**40`` with
+  int32) could only be matched after wrapping, so it is refused."""
+  if value is None:
+    return None
+  if not isinstance(value, numbers.Integral) or isinstance(value, bool | np.bool_):
+    raise TypeError(f"{fn}: ignore_index must be an int or None, got {value!r}")
+  value = int(value)
+  info = np.iinfo(np.dtype(label_dtype))
+  if not info.min <= value <= info.max:
+    raise ValueError(f"{fn}: ignore_index={value} cannot occur in labels of dtype "
+                     f"{np.dtype(label_dtype).name} (range [{info.min}, {info.max}]); "
+                     "pick a value in that range or use a wider label dtype")
+  return value
+
+
+def integer_dtype(labels: jax.Array, fn: str) -> jax.Array:
+  """Raises ``TypeError`` unless ``labels`` has an integer (not bool) dtype."""
+  if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_:
+    raise TypeError(f"{fn}: labels must be an integer array of class indices, got dtype "
+                    f"{labels.dtype}; for probability targets use cross_entropy.")
+  return labels
+
+
+def classes(num: int, name: str, fn: str) -> int:
+  """At least one class along the class axis."""
+  if num < 1:
+    raise ValueError(f"{fn}: {name} has no classes (size 0 along the class axis); "
+                     "a softmax needs at least one class")
+  return num
 
 
 def same_shape(a: jax.Array, a_name: str, b: jax.Array, b_name: str, fn: str) -> None:

@@ -294,6 +294,18 @@ def use(impl: str, x: jax.Array, axes: tuple[int, ...], fn: str, **unsupported) 
   return not reasons and jax.default_backend() == "gpu"
 
 
+def choose(impl: str, x: jax.Array, axes: tuple[int, ...], fn: str, *, kernel, xla,
+           **unsupported):
+  """Runs ``kernel()`` (the Pallas path) or ``xla()`` as ``impl`` and the platform decide.
+
+  ``unsupported`` maps option names to whether they are set to something the
+  kernels do not handle; ``impl="pallas"`` with any of them raises.
+  """
+  if use(impl, x, axes, fn, **unsupported):
+    return kernel()
+  return xla()
+
+
 def _flat(x):
   return x.reshape(-1, x.shape[-1])
 
