@@ -456,8 +456,8 @@ def _sharded_call(body, mesh, args, out_spec):
 
 
 def _mesh_args(x, where, mesh, axis_name, batch_axis, fn):
-  x = _check(x, mesh, axis_name, batch_axis, fn)
-  return x, _checks.where_mask(where, x.shape, fn, "logits" if "entropy" in fn else "x")
+  x = _checks.float_array(_check(x, mesh, axis_name, batch_axis, fn), "x", fn)
+  return x, _checks.where_mask(where, x.shape, fn)
 
 
 def softmax(x: ArrayLike, mesh: Mesh, *, axis_name: str = "model",

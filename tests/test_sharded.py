@@ -80,16 +80,19 @@ def test_cross_entropy_value_and_grad(mesh8, rng, classes, reduction):
                              atol=1e-15)
 
 
-def test_cross_entropy_float32_default_config(mesh8, rng):
-  """The default user dtype (float32) is covered too, to float32 rounding."""
-  x = jnp.asarray(rng.normal(size=(8, 24)) * 3, jnp.float32)
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-6), (jnp.bfloat16, 1e-2)])
+def test_cross_entropy_float32_default_config(mesh8, rng, dtype, tol):
+  """The default user dtype (float32) and bfloat16 are covered too, to their rounding."""
+  x = jnp.asarray(rng.normal(size=(8, 24)) * 3).astype(dtype)
   t = jnp.asarray(rng.integers(0, 24, 8), jnp.int32)
   f = lambda z: sharded.cross_entropy_with_integer_labels(z, t, mesh8,  # noqa: E731
                                                           label_smoothing=0.1)
   g = lambda z: sj.cross_entropy_with_integer_labels(z, t, label_smoothing=0.1)  # noqa: E731
-  assert f(x).dtype == jnp.float32
-  _close(f(x), g(x), rtol=1e-6, atol=1e-6)
-  _close(jax.grad(f)(x), jax.grad(g)(x), rtol=1e-5, atol=1e-7)
+  assert f(x).dtype == jnp.float32 and jax.grad(f)(x).dtype == dtype
+  _close(f(x), g(x), rtol=tol, atol=tol)
+  f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
+  _close(f64(jax.grad(f)(x)), f64(jax.grad(g)(x)), rtol=10 * tol, atol=tol / 10)
+  _close(f64(sharded.softmax(x, mesh8)), f64(sj.softmax(x)), rtol=tol, atol=tol / 10)
 
 
 @pytest.mark.parametrize("ignore_index", [None, -100])
