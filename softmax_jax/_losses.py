@@ -4,22 +4,26 @@ Lecture: ``ξ(t, z) = −Σ_c t_c log y_c`` with ``y = softmax(z)``, and
 ``∂ξ/∂z_i = y_i − t_i``.  For targets that do not sum to one (smoothing with
 weights, say) the same derivation gives ``∂ξ/∂z = (Σ_c t_c) y − t``.
 
-Every loss here is a ``jax.custom_vjp``.  The forward pass saves the row max
-``m`` and ``log Σ_c e^{z_c − m}`` (O(N) numbers next to the inputs); the
-backward pass recomputes ``y`` from the logits and writes ``g·((Σ t) y − t)``.
+Every loss here is a ``jax.custom_jvp`` whose tangent is the analytic
+``⟨∂ξ/∂z, ż⟩``, so forward mode (``jax.jvp``, ``jax.jacfwd``), reverse mode
+(JAX transposes the tangent into ``g·(y − t)``) and higher orders (the rule is
+itself differentiable) all work.  Under ``jax.jit`` XLA fuses the computation of
+``y`` into the gradient's write: no ``[N, C]`` array is kept between the passes.
 
 ``1 − y_t`` is the one quantity that plain autodiff computes badly: when
 ``y_t`` is close to 1 the subtraction cancels (float64 logits ``[40, 0]`` give
 ``0`` instead of ``4.2e-18``) and the gradient no longer sums to zero.  The
-gradient of a valid row sums to zero exactly (``Σ_c ((Σt) y_c − t_c) = 0``),
-so the backward pass writes every other entry first and sets the dominant one
-(the label, or for probability targets the class with ``y > 1/2``) to minus
-their sum: accurate to the last bits and summing to zero by construction.
+label entry (for probability targets: the entry of a class with ``y > 1/2``)
+is computed from the tail of the row sum instead (``_numerics.complement``),
+accurate to a few ulps, so the row sums to zero to within rounding of that entry.
+All rules (labels, masking, log-sum-exp, smoothing, soft-cap, reductions) come
+from ``softmax_jax._numerics``.
 """
 
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,67 +32,16 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from . import _checks, _pallas
-from ._softmax import _masked, _upcast
-
-# ---------------------------------------------------------------------------
-# Helpers (class axis last)
-# ---------------------------------------------------------------------------
+from . import _numerics as nx
 
 
-def _nonzero(s):
-  """``s`` with exact zeros (rows without a valid class) read as 1; NaN stays NaN."""
-  return jnp.where(s == 0, jnp.ones_like(s), s)
+def _take(x, index):
+  return jnp.take_along_axis(x, index[..., None], axis=-1)
 
 
-def _lse_parts(z, where):
-  """``(masked z, m, log s, row_ok)``: the row max ``m`` and ``log Σ_c e^{z_c − m}``.
-
-  Written as the plain ``log Σ exp(z − max z)`` so that XLA fuses it; rows
-  without a valid class (NaN there) are cleaned up afterwards on the per-row
-  values only: ``m = log s = 0`` and ``row_ok`` false.  ``m`` is a constant
-  for differentiation.
-  """
-  zm = _masked(z, where)
-  m_raw = lax.stop_gradient(jnp.max(zm, axis=-1, keepdims=True))
-  log_s = jnp.log(jnp.sum(jnp.exp(zm - m_raw), axis=-1, keepdims=True))
-  row_ok = m_raw != -jnp.inf
-  zero = jnp.zeros_like(m_raw)
-  return zm, jnp.where(row_ok, m_raw, zero), jnp.where(row_ok, log_s, zero), row_ok
-
-
-def _probs(zm, m, log_s):
-  """``y = exp((z − m) − log s)``; ``m`` and ``log s`` kept apart so huge logits keep ``log s``."""
-  return jnp.exp((zm - m) - log_s)
-
-
-def _zero_sum_patch(grad, dominant):
-  """Sets the (at most one per row) ``dominant`` entry to minus the sum of the others.
-
-  A valid row of ``(Σt) y − t`` sums to zero, so this is exact, and it avoids
-  the cancellation of ``y_t − 1`` when ``y_t ≈ 1``.
-  """
-  others = jnp.where(dominant, jnp.zeros_like(grad), grad)
-  return jnp.where(dominant, -jnp.sum(others, axis=-1, keepdims=True), others)
-
-
-def _count(valid, dtype):
-  """Number of valid classes per row, as a float sum."""
-  return jnp.sum(jnp.where(valid, jnp.ones((), dtype), jnp.zeros((), dtype)), -1, keepdims=True)
-
-
-def _reduce(per_example, weight, reduction):
-  if reduction == "none":
-    return per_example
-  total = jnp.sum(per_example)
-  if reduction == "sum":
-    return total
-  denominator = jnp.sum(weight)
-  return total / jnp.where(denominator > 0, denominator, 1)
-
-
-def _finish(value, row_ok, bad):
-  """0 on rows without a valid class, NaN on rows with an invalid label or target."""
-  return jnp.where(bad, jnp.nan, jnp.where(row_ok, value, 0))
+def _with_ones(x):
+  """``x`` with its exact zeros read as 1 (a denominator of a row that has nothing)."""
+  return jnp.where(x == 0, jnp.ones_like(x), x)
 
 
 # ---------------------------------------------------------------------------
@@ -96,103 +49,79 @@ def _finish(value, row_ok, bad):
 # ---------------------------------------------------------------------------
 
 
-def _smoothed(t, valid, eps):
-  """``(1 − ε) t + ε u`` with ``u`` uniform over the row's valid classes; 0 elsewhere."""
-  if eps > 0:
-    t = (1 - eps) * t + eps * jnp.where(valid, 1.0, 0.0).astype(t.dtype) / _nonzero(
-        _count(valid, t.dtype))
-  return jnp.where(valid, t, 0)
+class SoftParts(NamedTuple):
+  """What the loss of probability targets and its gradient share (``[..., 1]`` per row)."""
+
+  zm: jax.Array  # masked logits
+  stats: nx.RowStats
+  log_s: jax.Array
+  targets: jax.Array  # t' = (1 − ε) t + ε/K on the valid classes, 0 elsewhere
+  total: jax.Array  # Σ_c t'_c
+  valid: jax.Array  # [..., C]: where and not −inf
+  row_ok: jax.Array  # the row has a valid class
+  bad: jax.Array  # target mass on an invalid class
 
 
-def _soft_targets(zm, t, eps):
-  """``(valid, t', Σ t')`` for the masked logits ``zm``."""
+def _soft_parts(z, t, where, eps) -> SoftParts:
+  zm = nx.masked(z, where)
+  st = nx.row_stats(zm, tail=False)
   valid = zm != -jnp.inf
-  ts = _smoothed(t, valid, eps)
-  return valid, ts, jnp.sum(ts, -1, keepdims=True)
-
-
-def _soft_stats(z, t, where, eps):
-  zm, m, log_s, row_ok = _lse_parts(z, where)
-  valid, ts, total = _soft_targets(zm, t, eps)
-  # target mass on a masked or −inf class: the loss is undefined
+  ts = jnp.where(valid, t, jnp.zeros_like(t))
+  if eps > 0:
+    k = nx.count_valid(zm)
+    ts = (1 - eps) * ts + jnp.where(valid, nx.smoothing_coef(eps, k), 0).astype(t.dtype)
+  row_ok = nx.nonempty(st)
   bad = (jnp.sum(jnp.where(valid, 0, jnp.abs(t)), -1, keepdims=True) > 0) & row_ok
-  return zm, m, log_s, row_ok, valid, ts, total, bad
+  return SoftParts(zm, st, nx.log_normaliser(st), ts, jnp.sum(ts, -1, keepdims=True), valid,
+                   row_ok, bad)
 
 
-def _soft_grad(zm, m, log_s, valid, ts, total):
-  """``(Σ t) y − t`` with the dominant class (``y > 1/2``) patched to keep the row sum 0."""
-  y = _probs(zm, m, log_s)
-  grad = jnp.where(valid, total * y - ts, 0)
-  return _zero_sum_patch(grad, y > 0.5)
+def _soft_value(p: SoftParts) -> jax.Array:
+  # ξ = Σ_c t'_c (log s − (z_c − m)): non-negative terms, no cancellation.
+  terms = jnp.where(p.valid, p.targets * (p.log_s - (p.zm - p.stats.m)), 0)
+  return nx.finish(jnp.sum(terms, -1, keepdims=True), p.row_ok, p.bad)[..., 0]
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _soft_gradient(p: SoftParts) -> jax.Array:
+  """``∂ξ/∂z = (Σ t') y − t'``; the entry of a class with ``y > 1/2`` from the complement."""
+  shifted = p.zm - p.stats.m
+  y = jnp.exp(shifted) / _with_ones(p.stats.s)
+  grad = p.total * y - p.targets
+  # y_d ≈ 1: (Σt') y_d − t'_d = (Σ_{c≠d} t'_c) − (Σt')(1 − y_d), both parts accurate.
+  st = nx.with_tail(p.stats, p.zm)
+  top = (shifted == 0) & nx.dominant(st)
+  exact = (p.total - p.targets) - p.total * nx.complement(st, shifted)
+  grad = jnp.where(top, exact, jnp.where(p.valid, grad, 0))
+  return nx.finish(grad, p.row_ok, p.bad)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(3,))
 def _soft_xent(z, t, where, eps):
-  return _soft_xent_fwd(z, t, where, eps)[0]
+  p = _soft_parts(z, t, where, eps)
+  return _soft_value(p), p.row_ok[..., 0].astype(z.dtype)
 
 
-def _soft_xent_fwd_general(z, t, where, eps):
-  zm, m, log_s, row_ok, valid, ts, total, bad = _soft_stats(z, t, where, eps)
-  # ξ = Σ_c t_c (log s − (z_c − m)): two non-negative sums, no cancellation.
-  loss = total * log_s - jnp.sum(jnp.where(valid, ts * (zm - m), 0), -1, keepdims=True)
-  loss = _finish(loss, row_ok, bad)[..., 0]
-  return loss, m, log_s, row_ok, bad
-
-
-def _up(z, t):
-  """Logits and targets in the dtype the arithmetic is done in (float32 for half precision)."""
-  z = _upcast(z)
-  return z, t.astype(z.dtype)
-
-
-def _soft_xent_fwd(z_in, t_in, where, eps):
-  # The inputs arrive in their own dtype and are upcast here and again in the masked
-  # branch: an upcast shared by both branches of the cond would be materialised.
-  z, t = _up(z_in, t_in)
-  if where is None and jax.default_backend() == "cpu":
-    # Without a mask, the loss is first computed without any masking select:
-    # Σ_c t'_c (log s − (z_c − m)), every term non-negative, t' = (1 − ε) t + ε/C.
-    # A −inf or NaN logit, a row without a finite one, or a NaN target makes some
-    # row non-finite (0·∞ or ∞); only then is the masked computation run (``lax.cond``).
-    # Selects in the masked version keep XLA:CPU from fusing the row reductions
-    # (about 10× slower at 4096×1024), hence the split.  Other backends fuse the
-    # selects, and there a cond can cost a device-to-host read of its predicate, so they
-    # keep the single masked computation.
-    m = lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
-    log_s = jnp.log(jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True))
-    ts = t if eps == 0 else (1 - eps) * t + eps / z.shape[-1]
-    loss = jnp.sum(ts * (log_s - (z - m)), axis=-1)
-    ok = jnp.ones(m.shape, bool)
-    fast = (loss, m, log_s, ok, ~ok)
-    loss, m, log_s, row_ok, bad = lax.cond(
-        jnp.all(jnp.isfinite(loss)), lambda: fast,
-        lambda: _soft_xent_fwd_general(*_up(z_in, t_in), None, eps))
-  else:
-    loss, m, log_s, row_ok, bad = _soft_xent_fwd_general(z, t, where, eps)
-  return (loss, row_ok[..., 0].astype(z.dtype)), (z_in, t_in, where, m, log_s, row_ok, bad)
-
-
-def _soft_xent_bwd(eps, res, cts):
-  z_in, t_in, where, m, log_s, row_ok, bad = res
-  z, t = _up(z_in, t_in)
-  zm = _masked(z, where)
-  valid, ts, total = _soft_targets(zm, t, eps)
-  g = cts[0][..., None]
-  dz = _finish(g * _soft_grad(zm, m, log_s, valid, ts, total), row_ok, bad)
-  dt = _finish(-(1 - eps) * g * jnp.where(valid, (zm - m) - log_s, 0), row_ok, bad)
-  return dz.astype(z_in.dtype), dt.astype(t_in.dtype), None
-
-
-_soft_xent.defvjp(_soft_xent_fwd, _soft_xent_bwd)
+@_soft_xent.defjvp
+def _soft_xent_jvp(eps, primals, tangents):
+  z, t, where = primals
+  dz, dt, _ = tangents
+  p = _soft_parts(z, t, where, eps)
+  out = (_soft_value(p), p.row_ok[..., 0].astype(z.dtype))
+  # Lecture: dξ = ⟨(Σt') y − t', ż⟩ − (1 − ε) ⟨log y, ṫ⟩.
+  tangent = jnp.sum(_soft_gradient(p) * dz, -1)
+  neg_log_y = jnp.where(p.valid, p.log_s - (p.zm - p.stats.m), 0)
+  tangent = tangent + nx.finish(jnp.sum((1 - eps) * neg_log_y * dt, -1, keepdims=True),
+                                p.row_ok, p.bad)[..., 0]
+  return out, (tangent, jnp.zeros_like(out[1]))
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5))
 def _cross_entropy_impl(logits, targets, where, axis, eps, reduction):
-  z = jnp.moveaxis(logits, axis, -1)  # upcast inside the custom VJP
-  t = jnp.moveaxis(targets, axis, -1)
+  z = nx.upcast(jnp.moveaxis(logits, axis, -1))
+  t = jnp.moveaxis(targets, axis, -1).astype(z.dtype)
   w = None if where is None else jnp.moveaxis(where, axis, -1)
   loss, counted = _soft_xent(z, t, w, eps)
-  return _reduce(loss, counted, reduction)
+  return nx.reduce(loss, counted, reduction)
 
 
 def _targets_array(targets, logits, fn):
@@ -262,11 +191,9 @@ def cross_entropy(
 
 @partial(jax.jit, static_argnums=(2,))
 def _cross_entropy_grad_impl(logits, targets, axis):
-  dtype = _checks.compute_dtype(logits.dtype)
-  z = jnp.moveaxis(logits.astype(dtype), axis, -1)
-  t = jnp.moveaxis(targets.astype(dtype), axis, -1)
-  zm, m, log_s, row_ok, valid, ts, total, bad = _soft_stats(z, t, None, 0.0)
-  d = _finish(_soft_grad(zm, m, log_s, valid, ts, total), row_ok, bad)
+  z = nx.upcast(jnp.moveaxis(logits, axis, -1))
+  t = jnp.moveaxis(targets, axis, -1).astype(z.dtype)
+  d = _soft_gradient(_soft_parts(z, t, None, 0.0))
   return jnp.moveaxis(d, -1, axis).astype(logits.dtype)
 
 
@@ -305,111 +232,120 @@ def cross_entropy_grad(logits: ArrayLike, targets: ArrayLike, axis: int = -1) ->
 # ---------------------------------------------------------------------------
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _int_xent(z, labels, weights, where, eps, ignore_index):
-  return _int_xent_fwd(z, labels, weights, where, eps, ignore_index)[0]
+class IntParts(NamedTuple):
+  """What the integer-label loss and its gradient share (``[..., 1]`` per row)."""
+
+  zm: jax.Array  # masked logits
+  stats: nx.RowStats
+  log_s: jax.Array
+  labels: nx.LabelInfo  # fields [...]
+  shifted_t: jax.Array  # z_t − m
+  w_t: jax.Array  # the label's class weight (1 without weights)
+  smooth: jax.Array | None  # ε / K (with smoothing)
+  wsum: jax.Array | None  # Σ_c w_c over the valid classes (with smoothing)
+  counted: jax.Array  # the example counts: a valid class, not ignored
+  bad: jax.Array  # counted, but the label is not a valid class
 
 
-def _label_info(labels, num_classes, ignore_index):
-  """``(safe index, in range, ignored)`` for integer labels."""
-  in_range = (labels >= 0) & (labels < num_classes)
-  ignored = jnp.zeros_like(in_range) if ignore_index is None else labels == ignore_index
-  return jnp.where(in_range, labels, 0), in_range, ignored
+def _class_weights(weights, z):
+  """``w_c`` broadcast over the rows, 0 on invalid classes."""
+  wc = jnp.ones_like(z) if weights is None else jnp.broadcast_to(weights, z.shape)
+  return jnp.where(z != -jnp.inf, wc, jnp.zeros_like(wc))
 
 
-def _take(x, index):
-  return jnp.take_along_axis(x, index[..., None], axis=-1)[..., 0]
-
-
-def _int_xent_fwd(z, labels, weights, where, eps, ignore_index):
-  zm, m, log_s, row_ok = _lse_parts(z, where)
-  safe, in_range, ignored = _label_info(labels, z.shape[-1], ignore_index)
-  sh_t = _take(zm, safe) - m[..., 0]  # z_t − m
-  nll = log_s[..., 0] - sh_t  # −log y_t
-  w_t = jnp.ones_like(nll) if weights is None else weights[safe]
-  # PyTorch semantics: (1 − ε) w_t (−log y_t) + (ε/K) Σ_c w_c (−log y_c).
-  loss = (1 - eps) * w_t * nll
-  smooth = None
+def _int_parts(z, code, weights, where, eps) -> IntParts:
+  zm = nx.masked(z, where)
+  st = nx.row_stats(zm, tail=False)
+  lab = nx.label_info(code[..., None])
+  shifted_t = _take(zm, lab.index[..., 0]) - st.m
+  w_t = jnp.ones_like(st.m) if weights is None else weights[lab.index]
+  smooth = wsum = None
   if eps > 0:
-    valid = zm != -jnp.inf
-    wc = jnp.ones_like(z) if weights is None else jnp.broadcast_to(weights, z.shape)
-    wv = jnp.where(valid, wc, 0)
-    coef = eps / _nonzero(_count(valid, z.dtype))
-    neg_log_y = jnp.where(valid, log_s - (zm - m), 0)
-    loss = loss + coef[..., 0] * jnp.sum(wv * neg_log_y, -1)
-    smooth = (coef, jnp.sum(wv, -1, keepdims=True))
-  counted = row_ok[..., 0] & ~ignored
-  bad = counted & ~(in_range & (sh_t != -jnp.inf))
-  loss = jnp.where(bad, jnp.nan, jnp.where(counted, loss, 0))
-  res = (z, safe, weights, where, m, log_s, nll, counted, bad, smooth)
-  return (loss, jnp.where(counted, w_t, 0)), res
+    smooth = nx.smoothing_coef(eps, nx.count_valid(zm))
+    wsum = jnp.sum(_class_weights(weights, zm), -1, keepdims=True)
+  counted = nx.nonempty(st) & ~lab.ignored
+  bad = counted & ~(lab.is_class & (shifted_t != -jnp.inf))
+  return IntParts(zm, st, nx.log_normaliser(st), lab, shifted_t, w_t, smooth, wsum, counted,
+                  bad)
 
 
-def _int_xent_bwd(eps, ignore_index, res, cts):
-  z, safe, weights, where, m, log_s, nll, counted, bad, smooth = res
-  g_loss, g_weight = cts
-  zm = _masked(z, where)
-  y = _probs(zm, m, log_s)
-  w_t = jnp.ones_like(nll) if weights is None else weights[safe]
-  g = jnp.where(bad, jnp.nan, jnp.where(counted, g_loss, 0))
-  # ∂ξ/∂z_c = (1 − ε) w_t (y_c − δ_ct) + (ε/K)(W y_c − w_c); the label's entry is
-  # written as minus the sum of the others (the row sums to zero).
-  grad = ((1 - eps) * w_t)[..., None] * y
-  if smooth is not None:
-    coef, wsum = smooth
-    wc = jnp.ones_like(z) if weights is None else jnp.broadcast_to(weights, z.shape)
-    grad = grad + coef * (wsum * y - jnp.where(zm != -jnp.inf, wc, 0))
-  # the label's entry is written as minus the sum of the others, in place
-  is_t = lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1) == safe[..., None]
-  others = jnp.where(is_t, 0, g[..., None] * grad).reshape(-1, z.shape[-1])
-  rows = jnp.arange(others.shape[0])
-  dz = others.at[rows, safe.reshape(-1)].set(-jnp.sum(others, -1)).reshape(z.shape)
-  dw = None
+def _int_value(p: IntParts, weights, eps) -> tuple[jax.Array, jax.Array]:
+  """Per-example ``(loss, w_t of the counted examples)``."""
+  # PyTorch semantics: (1 − ε) w_t (−log y_t) + (ε/K) Σ_c w_c (−log y_c),
+  # with −log y_c = log s − (z_c − m).
+  loss = (1 - eps) * p.w_t * (p.log_s - p.shifted_t)
+  if p.smooth is not None:
+    neg_log_y = jnp.where(p.zm != -jnp.inf, p.log_s - (p.zm - p.stats.m), 0)
+    loss = loss + p.smooth * jnp.sum(_class_weights(weights, p.zm) * neg_log_y, -1, keepdims=True)
+  weight = jnp.where(p.counted, p.w_t, jnp.zeros_like(p.w_t))
+  return nx.finish(loss, p.counted, p.bad)[..., 0], weight[..., 0]
+
+
+def _int_gradient(p: IntParts, weights, eps) -> jax.Array:
+  r"""``∂ξ/∂z_c = (1 − ε) w_t (y_c − δ_ct) + (ε/K)(W y_c − w_c)`` (lecture: ``y − t``, with the
+  weights and smoothing folded in), the label's ``y_t − 1`` written as ``−(1 − y_t)``."""
+  y = jnp.exp(p.zm - p.stats.m) / _with_ones(p.stats.s)
+  scale = (1 - eps) * p.w_t
+  grad = scale * y
+  st = nx.with_tail(p.stats, p.zm)
+  label_entry = -scale * nx.complement(st, p.shifted_t)
+  if p.smooth is not None:
+    smooth = p.smooth * (p.wsum * y - _class_weights(weights, p.zm))
+    grad = grad + smooth
+    label_entry = label_entry + _take(smooth, p.labels.index[..., 0])
+  is_t = lax.broadcasted_iota(jnp.int32, y.shape, y.ndim - 1) == p.labels.index
+  return nx.finish(jnp.where(is_t, label_entry, grad), p.counted, p.bad)
+
+
+def _int_weight_tangent(p: IntParts, dw, eps) -> jax.Array:
+  """``Σ_c ∂ξ/∂w_c ẇ_c = (1 − ε)(−log y_t) ẇ_t + (ε/K) Σ_c (−log y_c) ẇ_c``."""
+  dw_t = dw[p.labels.index]
+  tangent = (1 - eps) * (p.log_s - p.shifted_t) * dw_t
+  if p.smooth is not None:
+    neg_log_y = jnp.where(p.zm != -jnp.inf, p.log_s - (p.zm - p.stats.m), 0)
+    tangent = tangent + p.smooth * jnp.sum(neg_log_y * dw, -1, keepdims=True)
+  return nx.finish(tangent, p.counted, p.bad)[..., 0], jnp.where(p.counted, dw_t, 0)[..., 0]
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(4,))
+def _int_xent(z, code, weights, where, eps):
+  return _int_value(_int_parts(z, code, weights, where, eps), weights, eps)
+
+
+@_int_xent.defjvp
+def _int_xent_jvp(eps, primals, tangents):
+  z, code, weights, where = primals
+  dz, _, dw, _ = tangents
+  p = _int_parts(z, code, weights, where, eps)
+  out = _int_value(p, weights, eps)
+  # dξ = ⟨∂ξ/∂z, ż⟩ (+ the class weights' part); XLA fuses y into this product.
+  tangent = jnp.sum(_int_gradient(p, weights, eps) * dz, -1)
+  d_weight = jnp.zeros_like(out[1])
   if weights is not None:
-    per_t = g * (1 - eps) * jnp.where(counted, nll, 0) + jnp.where(counted, g_weight, 0)
-    dw = jnp.zeros_like(weights).at[safe.ravel()].add(per_t.ravel())
-    if smooth is not None:
-      neg_log_y = jnp.where(zm != -jnp.inf, log_s - (zm - m), 0)
-      per_c = (g[..., None] * smooth[0]) * neg_log_y
-      dw = dw + jnp.sum(per_c.reshape(-1, z.shape[-1]), axis=0)
-  return dz, None, dw, None
-
-
-_int_xent.defvjp(_int_xent_fwd, _int_xent_bwd)
-
-
-def _safe_lse(zm):
-  """``log Σ e^z`` per row, 0 for a row without a finite entry (and no NaN gradient)."""
-  m = lax.stop_gradient(jnp.max(zm, axis=-1, keepdims=True))
-  m = jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
-  s = jnp.sum(jnp.exp(zm - m), axis=-1, keepdims=True)
-  return (m + jnp.log(jnp.where(s > 0, s, jnp.ones_like(s))))[..., 0], (s > 0)[..., 0]
+    t_w, d_weight = _int_weight_tangent(p, dw, eps)
+    tangent = tangent + t_w
+  return out, (tangent, d_weight)
 
 
 @partial(jax.jit, static_argnums=(4, 5, 6, 7, 8, 9))
 def _int_impl(logits, labels, class_weights, where, axis, eps, ignore_index, reduction,
               z_loss=0.0, softcap=None):
-  dtype = _checks.compute_dtype(logits.dtype)
-  z = jnp.moveaxis(logits.astype(dtype), axis, -1)
-  if softcap is not None:
-    z, _ = _pallas.apply_softcap(z, softcap)  # Gemma 2's s·tanh(z/s); −inf stays −inf
+  z = nx.upcast(jnp.moveaxis(logits, axis, -1))
+  z, _ = nx.softcap(z, softcap)  # Gemma 2's s·tanh(z/s); −inf stays −inf
   w = None if where is None else jnp.moveaxis(where, axis, -1)
-  cw = None if class_weights is None else class_weights.astype(dtype)
-  loss, weight = _int_xent(z, labels, cw, w, eps, ignore_index)
+  cw = None if class_weights is None else class_weights.astype(z.dtype)
+  code = nx.canonical_labels(labels, z.shape[-1], ignore_index)
+  loss, weight = _int_xent(z, code, cw, w, eps)
   if z_loss:  # PaLM's auxiliary loss λ_z·lse² on the counted rows; d/dz = 2 λ_z lse y
-    lse, row_ok = _safe_lse(_masked(z, w))
-    counted = row_ok if ignore_index is None else row_ok & (labels != ignore_index)
-    loss = loss + jnp.where(counted, z_loss * jnp.square(lse), jnp.zeros_like(lse))
-  return _reduce(loss, weight, reduction)
+    lse, row_ok = nx.logsumexp(nx.masked(z, w))
+    counted = row_ok[..., 0] & (code != nx.IGNORED)
+    loss = loss + jnp.where(counted, z_loss * jnp.square(lse[..., 0]), 0)
+  return nx.reduce(loss, weight, reduction)
 
 
-def _labels_array(labels, logits, axis, axis_arg, fn):
-  labels = jnp.asarray(labels)
-  if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_:
-    raise TypeError(
-        f"{fn}: labels must be an integer array of class indices, got dtype {labels.dtype}; "
-        "for probability targets use cross_entropy."
-    )
+
+def _labels_array(labels, logits, axis, axis_arg, fn, ignore_index):
+  labels = _checks.integer_dtype(nx.host_labels(labels, ignore_index), fn)
   expected = logits.shape[:axis] + logits.shape[axis + 1 :]
   if labels.shape != expected:
     raise ValueError(
@@ -494,9 +430,13 @@ def cross_entropy_with_integer_labels(
   fn = "cross_entropy_with_integer_labels"
   logits = _checks.float_array(logits, "logits", fn)
   (ax,) = _checks.axes(axis, logits.ndim, fn, allow_tuple=False)
-  labels = _labels_array(labels, logits, ax, axis, fn)
+  num_classes = _checks.classes(logits.shape[ax], "logits", fn)
+  if ignore_index is not None and (isinstance(ignore_index, bool | np.bool_)
+                                   or not isinstance(ignore_index, int | np.integer)):
+    raise TypeError(f"{fn}: ignore_index must be an int or None, got {ignore_index!r}")
+  labels = _labels_array(labels, logits, ax, axis, fn, ignore_index)
+  ignore_index = _checks.ignore_index(ignore_index, labels.dtype, fn)
   where = _checks.where_mask(where, logits.shape, fn, "logits")
-  num_classes = logits.shape[ax]
   if class_weights is not None:
     class_weights = _checks.float_array(class_weights, "class_weights", fn)
     if class_weights.shape != (num_classes,):
@@ -504,23 +444,24 @@ def cross_entropy_with_integer_labels(
           f"{fn}: class_weights has shape {class_weights.shape} but logits has shape "
           f"{logits.shape} with axis={axis}, so class_weights must have shape ({num_classes},)."
       )
-  if ignore_index is not None:
-    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
-      raise TypeError(f"{fn}: ignore_index must be an int or None, got {ignore_index!r}.")
-    ignore_index = int(ignore_index)
   eps = _checks.label_smoothing(label_smoothing, fn)
   reduction = _checks.reduction(reduction, fn)
   z_loss = _checks.z_loss(z_loss, fn)
   cap = _checks.logit_softcap(logit_softcap, fn)
-  if not isinstance(donate_logits, (bool, np.bool_)):
+  if not isinstance(donate_logits, bool | np.bool_):
     raise TypeError(f"{fn}: donate_logits must be True or False, got {donate_logits!r}.")
-  if _pallas.use(impl, logits, (ax,), fn, where=where is not None):
-    z = jnp.moveaxis(logits, ax, -1)
-    return _pallas.cross_entropy(z, labels, reduction, weights=class_weights, eps=eps,
-                                 z_loss=z_loss, softcap=cap, ignore_index=ignore_index,
-                                 donate=bool(donate_logits))
-  return _int_impl(logits, labels, class_weights, where, ax, eps, ignore_index, reduction,
-                   z_loss, cap)
+
+  def kernel():
+    return _pallas.cross_entropy(jnp.moveaxis(logits, ax, -1), labels, reduction,
+                                 weights=class_weights, eps=eps, z_loss=z_loss, softcap=cap,
+                                 ignore_index=ignore_index, donate=bool(donate_logits))
+
+  def xla():
+    return _int_impl(logits, labels, class_weights, where, ax, eps, ignore_index, reduction,
+                     z_loss, cap)
+
+  return _pallas.choose(impl, logits, (ax,), fn, kernel=kernel, xla=xla,
+                        where=where is not None)
 
 
 # ---------------------------------------------------------------------------
@@ -533,32 +474,27 @@ def _xlogy_free(coef, value):
   return jnp.where(coef == 0, 0, coef * value)
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def _bce(z, y):
   # −[y log h + (1 − y) log(1 − h)] with h = σ(z), written as
   # y softplus(−z) + (1 − y) softplus(z): two non-negative terms, no cancellation.
   return _xlogy_free(y, jax.nn.softplus(-z)) + _xlogy_free(1 - y, jax.nn.softplus(z))
 
 
-def _bce_fwd(z, y):
-  return _bce(z, y), (z, y)
-
-
-def _bce_bwd(res, g):
-  z, y = res
+@_bce.defjvp
+def _bce_jvp(primals, tangents):
+  z, y = primals
+  dz, dy = tangents
   # Lecture: ∂J/∂z = h − y = (1 − y) σ(z) − y σ(−z); ∂/∂y = softplus(−z) − softplus(z) = −z.
-  dz = (1 - y) * lax.logistic(z) - y * lax.logistic(-z)
-  return g * dz, -g * z
-
-
-_bce.defvjp(_bce_fwd, _bce_bwd)
+  grad_z = (1 - y) * lax.logistic(z) - y * lax.logistic(-z)
+  return _bce(z, y), grad_z * dz - z * dy
 
 
 @partial(jax.jit, static_argnums=(2,))
 def _bce_impl(logits, labels, reduction):
-  dtype = _checks.compute_dtype(logits.dtype)
-  loss = _bce(logits.astype(dtype), labels.astype(dtype))
-  return _reduce(loss, jnp.ones_like(loss), reduction)
+  z = nx.upcast(logits)
+  loss = _bce(z, labels.astype(z.dtype))
+  return nx.reduce(loss, jnp.ones_like(loss), reduction)
 
 
 def binary_cross_entropy(

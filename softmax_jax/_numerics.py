@@ -112,13 +112,32 @@ def safe_max(zm: jax.Array, axis=-1) -> jax.Array:
   return jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
 
 
-def row_stats(zm: jax.Array, axis=-1) -> RowStats:
-  """:class:`RowStats` of masked logits ``zm`` along ``axis``."""
+def row_stats(zm: jax.Array, axis=-1, *, tail: bool = True) -> RowStats:
+  """:class:`RowStats` of masked logits ``zm`` along ``axis`` (``tail=False``: without the
+  tail, which :func:`with_tail` adds only when some row needs it)."""
   m = safe_max(zm, axis)
   e = jnp.exp(zm - m)
   s = jnp.sum(e, axis=axis, keepdims=True)
-  tail = jnp.sum(jnp.where(e < 1, e, jnp.zeros_like(e)), axis=axis, keepdims=True)
-  return RowStats(m, s, tail)
+  if not tail:
+    return RowStats(m, s, None)
+  return RowStats(m, s, tail_sum(e, axis))
+
+
+def tail_sum(e: jax.Array, axis=-1) -> jax.Array:
+  """``Σ e_c`` over the entries of ``e = e^{z − m}`` below 1 (``s`` without the max entries).
+
+  Written ``Σ (e − ⌊e⌋)`` (``⌊e⌋`` is 1 at the max entries and 0 below, as
+  ``0 ≤ e ≤ 1``): no select, so XLA computes it in the pass that sums ``e``.
+  Its derivative is not that of the tail; :func:`complement` and
+  :func:`log_normaliser` use it for their values only."""
+  return jnp.sum(e - jnp.floor(e), axis=axis, keepdims=True)
+
+
+def with_tail(st: RowStats, zm: jax.Array, axis=-1) -> RowStats:
+  """``st`` with its tail (a row statistic computed without it gets it here)."""
+  if st.tail is not None:
+    return st
+  return st._replace(tail=tail_sum(jnp.exp(zm - st.m), axis))
 
 
 def empty_stats(shape, dtype=jnp.float32) -> RowStats:
@@ -160,15 +179,21 @@ def dominant(st: RowStats) -> jax.Array:
 
 
 def log_normaliser(st: RowStats) -> jax.Array:
-  """``log s``: ``log1p(tail)`` for a dominated row (keeps ``log(1 + 4e-18)``), 0 when empty."""
+  """``log s`` (0 for an empty row); with the tail, ``log1p(tail)`` for a dominated row
+  (keeps ``log(1 + 4e-18)``).  The derivative is that of ``log s``
+  (``Σ_c y_c ż_c``) in every case: the ``log1p`` form only corrects the value."""
   safe = jnp.where(st.s > 0, st.s, jnp.ones_like(st.s))
-  return jnp.where(dominant(st), jnp.log1p(st.tail), jnp.log(safe))
+  log_s = jnp.log(safe)
+  if st.tail is None:
+    return log_s
+  exact = jnp.where(dominant(st), jnp.log1p(st.tail) - log_s, jnp.zeros_like(log_s))
+  return log_s + lax.stop_gradient(exact)
 
 
 def logsumexp(zm: jax.Array, axis=-1) -> tuple[jax.Array, jax.Array]:
   """``(lse [..., 1], nonempty [..., 1])``: ``m + log s``, 0 for an empty row (no NaN in any
   derivative) and ``+inf`` where the row holds ``+inf``."""
-  st = row_stats(zm, axis)
+  st = row_stats(zm, axis, tail=False)
   lse = st.m + log_normaliser(st)
   pos_inf = jnp.max(zm, axis=axis, keepdims=True) == jnp.inf
   return jnp.where(pos_inf, jnp.inf, lse), nonempty(st) | pos_inf
@@ -177,11 +202,14 @@ def logsumexp(zm: jax.Array, axis=-1) -> tuple[jax.Array, jax.Array]:
 def complement(st: RowStats, shifted_t: jax.Array) -> jax.Array:
   """``1 − y_t`` for the class whose shifted logit is ``shifted_t = z_t − m``.
 
-  When ``t`` dominates (``z_t = m`` and ``s < 2``) it is ``tail / s``, exact
-  where ``1 − e^{z_t − m}/s`` would cancel to 0."""
+  When ``t`` dominates (``z_t = m`` and ``s < 2``) its value is ``tail / s``,
+  exact where ``1 − e^{z_t − m}/s`` would cancel to 0; the derivative is that
+  of ``1 − y_t`` in every case."""
   safe = jnp.where(st.s > 0, st.s, jnp.ones_like(st.s))
   plain = 1 - jnp.exp(shifted_t) / safe
-  return jnp.where((shifted_t == 0) & dominant(st), st.tail / safe, plain)
+  top = (shifted_t == 0) & dominant(st)
+  exact = jnp.where(top, st.tail / safe - plain, jnp.zeros_like(plain))
+  return plain + lax.stop_gradient(exact)
 
 
 # ---------------------------------------------------------------------------

@@ -19,10 +19,11 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks, _pallas
+from . import _checks, _numerics, _pallas
 
 # ---------------------------------------------------------------------------
 # Shared numerics: row max, shifted logits and sums.
@@ -60,13 +61,8 @@ def _fix_empty_rows(out, xm, axis, fill):
   return jnp.where(empty, fill, out)
 
 
-def _masked(x, where):
-  return x if where is None else jnp.where(where, x, -jnp.inf)
-
-
-def _upcast(x):
-  """``x`` in the dtype the arithmetic is done in (float32 for half precision)."""
-  return x.astype(_checks.compute_dtype(x.dtype))
+_masked = _numerics.masked
+_upcast = _numerics.upcast
 
 
 def _shifted(x, axis, where):
@@ -123,10 +119,6 @@ def _softmax_impl(x, axis, where, temperature):
   return _softmax(_scale(_upcast(x), temperature), axis, where).astype(x.dtype)
 
 
-def _is_one(temperature) -> bool:
-  return isinstance(temperature, int | float) and temperature == 1
-
-
 def softmax(
     x: ArrayLike,
     axis: int | tuple[int, ...] = -1,
@@ -169,11 +161,12 @@ def softmax(
   fn = "softmax"
   x = _checks.float_array(x, "x", fn)
   ax = _checks.axes(axis, x.ndim, fn)
+  _checks.classes(int(np.prod([x.shape[a] for a in ax])), "x", fn)
   where = _checks.where_mask(where, x.shape, fn)
-  if _pallas.use(impl, x, ax, fn, where=where is not None,
-                 temperature=not _is_one(temperature)):
-    return _pallas.softmax(x, False)
-  return _softmax_impl(x, ax, where, _temperature_arg(temperature, fn))
+  temperature = _temperature_arg(temperature, fn)
+  return _pallas.choose(impl, x, ax, fn, kernel=lambda: _pallas.softmax(x, False),
+                        xla=lambda: _softmax_impl(x, ax, where, temperature),
+                        where=where is not None, temperature=temperature is not None)
 
 
 # ---------------------------------------------------------------------------
@@ -242,11 +235,12 @@ def log_softmax(
   fn = "log_softmax"
   x = _checks.float_array(x, "x", fn)
   ax = _checks.axes(axis, x.ndim, fn)
+  _checks.classes(int(np.prod([x.shape[a] for a in ax])), "x", fn)
   where = _checks.where_mask(where, x.shape, fn)
-  if _pallas.use(impl, x, ax, fn, where=where is not None,
-                 temperature=not _is_one(temperature)):
-    return _pallas.softmax(x, True)
-  return _log_softmax_impl(x, ax, where, _temperature_arg(temperature, fn))
+  temperature = _temperature_arg(temperature, fn)
+  return _pallas.choose(impl, x, ax, fn, kernel=lambda: _pallas.softmax(x, True),
+                        xla=lambda: _log_softmax_impl(x, ax, where, temperature),
+                        where=where is not None, temperature=temperature is not None)
 
 
 # ---------------------------------------------------------------------------
@@ -258,6 +252,7 @@ def log_softmax(
 def _logsumexp(x, axis, where):
   xm, shifted, m = _shifted(x, axis, where)
   out = jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True)) + m
+  out = jnp.where(m == jnp.inf, jnp.inf, out)  # log(e^inf + ...) = inf, as NumPy and torch
   return _fix_empty_rows(out.astype(x.dtype), xm, axis, -jnp.inf)
 
 
@@ -304,6 +299,7 @@ def logsumexp(
   fn = "logsumexp"
   x = _checks.float_array(x, "x", fn)
   ax = _checks.axes(axis, x.ndim, fn)
+  _checks.classes(int(np.prod([x.shape[a] for a in ax])), "x", fn)
   where = _checks.where_mask(where, x.shape, fn)
   return _logsumexp_impl(x, ax, where, bool(keepdims))
 
