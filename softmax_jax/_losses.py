@@ -563,6 +563,7 @@ def validate_labels(labels, num_classes: int, *, ignore_index: int | None = None
     raise TypeError(f"validate_labels: labels must be integers, got dtype {arr.dtype}.")
   if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
     raise ValueError(f"validate_labels: num_classes must be a positive int, got {num_classes!r}.")
+  ignore_index = _checks.ignore_index(ignore_index, arr.dtype, "validate_labels")
   bad = (arr < 0) | (arr >= num_classes)
   if ignore_index is not None:
     bad &= arr != ignore_index
