@@ -51,21 +51,21 @@ from . import _numerics as nx
 def _global_stats(zm, axis_name, extra=None, tail=True):
   """``(RowStats of the whole row, psum of extra(m))``: one ``pmax``, one ``psum``.
 
-  ``extra(m)`` gives more local ``[..., 1]`` sums (they may use the global max
-  ``m``) that travel in the same ``psum``.
+  ``extra(m)`` gives a dict of more local ``[..., 1]`` sums (they may use the
+  global max ``m``) that travel in the same ``psum``.
   """
   local = nx.row_stats(zm)
   local = local._replace(m=jnp.where(nx.nonempty(local), local.m, -jnp.inf))
   m = lax.stop_gradient(lax.pmax(local.m, axis_name))
   m = jnp.where(m == -jnp.inf, jnp.zeros_like(m), m)  # an empty row: m = 0 (finalize)
   local = nx.rescale(local, m)
-  more = () if extra is None else tuple(extra(m))
+  more = {} if extra is None else extra(m)
   if tail:
-    s, tail_sum, *more = lax.psum((local.s, local.tail, *more), axis_name)
+    s, tail_sum, more = lax.psum((local.s, local.tail, more), axis_name)
   else:
-    s, *more = lax.psum((local.s, *more), axis_name)
+    s, more = lax.psum((local.s, more), axis_name)
     tail_sum = jnp.zeros_like(s)
-  return nx.RowStats(m, s, tail_sum), tuple(more)
+  return nx.RowStats(m, s, tail_sum), more
 
 
 def _num_classes(width, axis_name, fn):
@@ -200,29 +200,24 @@ def _parts(z, code, weights, where, axis_name, eps) -> ShardParts:
   is_t = (lax.broadcasted_iota(jnp.int32, zm.shape, zm.ndim - 1) == local) & mine
 
   def extra(m):
-    sums = [_on_device(zm, local, mine)]  # z_t
+    sums = {"z_t": _on_device(zm, local, mine)}
     if weights is not None:
-      sums.append(_on_device(weights, local, mine))  # w_t
+      sums["w_t"] = _on_device(weights, local, mine)
     if eps > 0:
       wc = _class_weights(weights, zm)
       shifted = jnp.where(zm != -jnp.inf, zm - m, jnp.zeros_like(zm))
-      sums += [nx.count_valid(zm), jnp.sum(wc, -1, keepdims=True),
-               jnp.sum(wc * shifted, -1, keepdims=True)]
+      sums.update(k=nx.count_valid(zm), wsum=jnp.sum(wc, -1, keepdims=True),
+                  wz=jnp.sum(wc * shifted, -1, keepdims=True))
     return sums
 
   st, sums = _global_stats(zm, axis_name, extra)
-  z_t, sums = sums[0], sums[1:]
-  w_t = jnp.ones_like(st.m) if weights is None else sums[0]
-  sums = sums if weights is None else sums[1:]
-  smooth = wsum = wz = None
-  if eps > 0:
-    k, wsum, wz = sums
-    smooth = nx.smoothing_coef(eps, k)
-  shifted_t = z_t - st.m
+  w_t = sums.get("w_t", jnp.ones_like(st.m))
+  smooth = None if eps == 0 else nx.smoothing_coef(eps, sums["k"])
+  shifted_t = sums["z_t"] - st.m
   counted = nx.nonempty(st) & ~lab.ignored
   bad = counted & ~(lab.is_class & (shifted_t != -jnp.inf))
   return ShardParts(zm, st, nx.log_normaliser(st), lab, is_t, local, mine, shifted_t, w_t,
-                    smooth, wsum, wz, counted, bad)
+                    smooth, sums.get("wsum"), sums.get("wz"), counted, bad)
 
 
 def _lse(p: ShardParts):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import AxisType, Mesh
+from jax.test_util import check_grads
 
 import softmax_jax as sj
 from softmax_jax import sharded
@@ -230,6 +231,7 @@ def test_forward_mode_and_second_order(mesh8, rng, opts):
   _close(jax.jacrev(jax.grad(f))(x), hess, atol=1e-14)
   grad_of_grad = lambda h: jax.grad(lambda z: jnp.sum(jax.grad(h)(z) * v))  # noqa: E731
   _close(grad_of_grad(f)(x), grad_of_grad(g)(x), atol=1e-14)
+  check_grads(f, (x,), order=2, modes=["fwd", "rev"])  # against central differences
   if cw is not None:  # forward mode in the class weights too
     fw = lambda w: sharded.cross_entropy_with_integer_labels(x, t, mesh8, class_weights=w,  # noqa: E731
                                                              **kw)
