@@ -501,6 +501,14 @@ def _softmax_impl(x, where, mesh, axis_name, batch_axis, log):
   return out[:, :c]
 
 
+def _local_call(z, labels, where, weights, axis_name, batch_axis, opts: Options):
+  """:func:`cross_entropy_with_integer_labels_local` with the options of ``opts``."""
+  return cross_entropy_with_integer_labels_local(
+      z, labels, axis_name=axis_name, where=where, class_weights=weights,
+      ignore_index=opts.ignore_index, label_smoothing=opts.eps, reduction=opts.reduction,
+      z_loss=opts.z_loss, logit_softcap=opts.softcap, batch_axis=batch_axis)
+
+
 def _mesh_labels(labels, x, ignore_index, fn):
   labels = _checks.integer_dtype(nx.host_labels(labels, ignore_index), fn)
   return _checks.integer_labels(labels, x.shape[:1], f"logits of shape {x.shape}", fn)
@@ -563,8 +571,7 @@ def _xent_impl(x, labels, where, weights, mesh, axis_name, batch_axis, opts):
   cls, row = P(batch_axis, axis_name), P(batch_axis)
 
   def body(z, t, w, cw):
-    loss, weight = _loss_rows(z, t, w, cw, axis_name, opts)
-    return _reduce(loss, weight, opts.reduction, batch_axis)
+    return _local_call(z, t, w, cw, axis_name, batch_axis, opts)
 
   args = [(_pad_classes(x, parts, -jnp.inf), cls), (labels, row),
           (None if where is None else _pad_classes(where, parts, False), cls),
@@ -621,8 +628,7 @@ def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, labels: ArrayLike
 @functools.partial(jax.jit, static_argnums=(5, 6, 7, 8))
 def _linear_impl(h, w, b, labels, cw, mesh, axis_name, batch_axis, opts):
   def body(h, w, b, t, cw):
-    loss, weight = _loss_rows(h @ w + b, t, None, cw, axis_name, opts)
-    return _reduce(loss, weight, opts.reduction, batch_axis)
+    return _local_call(h @ w + b, t, None, cw, axis_name, batch_axis, opts)
 
   row, cls = P(batch_axis), P(axis_name)
   args = [(h, row), (w, P(None, axis_name)), (b, cls), (labels, row), (cw, cls)]
