@@ -49,101 +49,101 @@ def _with_ones(x):
 # ---------------------------------------------------------------------------
 
 
-class SoftParts(NamedTuple):
-  """What the loss of probability targets and its gradient share (``[..., 1]`` per row)."""
+class SoftRows(NamedTuple):
+  """Per-row statistics (``[..., 1]``) of the loss of probability targets ``t``."""
 
-  zm: jax.Array  # masked logits
-  stats: nx.RowStats
+  stats: nx.RowStats  # m, s and the tail of the masked logits
   log_s: jax.Array
-  targets: jax.Array  # t' = (1 − ε) t + ε/K on the valid classes, 0 elsewhere
-  total: jax.Array  # Σ_c t'_c
-  valid: jax.Array  # [..., C]: where and not −inf
+  smooth: jax.Array  # ε / K, the smoothing mass of each valid class
+  total: jax.Array  # Σ_c t'_c with t' = (1 − ε) t + ε/K on the valid classes
+  loss: jax.Array  # ξ = Σ_c t'_c (log s − (z_c − m)), NaN or 0 as the row demands
   row_ok: jax.Array  # the row has a valid class
   bad: jax.Array  # target mass on an invalid class
 
 
-def _soft_parts(z, t, where, eps, all_valid=False) -> SoftParts:
+def _soft_rows(zm, t, eps, all_valid) -> SoftRows:
   """``all_valid``: the caller vouches that no class is masked (no ``where``, no ``−inf``),
-  so the masking selects are left out; :func:`_soft_xent_any` checks it afterwards."""
-  zm = nx.masked(z, where)
+  so the masking selects are left out; :func:`_soft_route` checks the result."""
   st = nx.row_stats(zm, tail=False)
+  log_s = nx.log_normaliser(st)
+  # −log y_c = log s + (m − z_c), written apart from the z − m of the row sum so that
+  # XLA fuses each into its own reduction instead of storing a shared [N, C] array
+  neg_log_y = log_s + (st.m - zm)
   if all_valid:
-    ts = t if eps == 0 else (1 - eps) * t + eps / z.shape[-1]
-    row_ok = jnp.ones(st.s.shape, bool)
-    return SoftParts(zm, st, nx.log_normaliser(st), ts, jnp.sum(ts, -1, keepdims=True), None,
-                     row_ok, ~row_ok)
+    smooth = jnp.full_like(st.s, eps / zm.shape[-1])
+    ts = t if eps == 0 else (1 - eps) * t + smooth
+    loss = jnp.sum(ts * neg_log_y, -1, keepdims=True)
+    ok = jnp.ones(st.s.shape, bool)
+    return SoftRows(st, log_s, smooth, jnp.sum(ts, -1, keepdims=True), loss, ok, ~ok)
   valid = zm != -jnp.inf
-  ts = jnp.where(valid, t, jnp.zeros_like(t))
-  if eps > 0:
-    k = nx.count_valid(zm)
-    ts = (1 - eps) * ts + jnp.where(valid, nx.smoothing_coef(eps, k), 0).astype(t.dtype)
+  smooth = nx.smoothing_coef(eps, nx.count_valid(zm))
+  ts = jnp.where(valid, (1 - eps) * t + smooth, 0)
+  # ξ = Σ_c t'_c (log s − (z_c − m)): non-negative terms, no cancellation.
+  loss = jnp.sum(jnp.where(valid, ts * neg_log_y, 0), -1, keepdims=True)
   row_ok = nx.nonempty(st)
   bad = (jnp.sum(jnp.where(valid, 0, jnp.abs(t)), -1, keepdims=True) > 0) & row_ok
-  return SoftParts(zm, st, nx.log_normaliser(st), ts, jnp.sum(ts, -1, keepdims=True), valid,
-                   row_ok, bad)
+  return SoftRows(st, log_s, smooth, jnp.sum(ts, -1, keepdims=True),
+                  nx.finish(loss, row_ok, bad), row_ok, bad)
 
 
-def _on_valid(p: SoftParts, x):
-  return x if p.valid is None else jnp.where(p.valid, x, 0)
+def _soft_route(zm, t, where, eps) -> SoftRows:
+  """The per-row statistics, by the running platform.
+
+  On the CPU, without ``where``, they are first computed without masking
+  selects (selects keep XLA:CPU from fusing the row reductions, about 10× slower
+  at 4096×1024); only if some row comes out non-finite (a ``−inf`` or NaN logit,
+  a NaN target) is the masked computation run (``lax.cond``).  Only per-row
+  values leave the cond.  Other platforms fuse the selects, and there a cond
+  costs a device-to-host read of its predicate, so they run the masked
+  computation directly."""
+  general = lambda: _soft_rows(zm, t, eps, False)  # noqa: E731
+  if where is not None:
+    return general()
+
+  def cpu():
+    fast = _soft_rows(zm, t, eps, True)
+    return lax.cond(jnp.all(jnp.isfinite(fast.loss)), lambda: fast, general)
+
+  return lax.platform_dependent(cpu=cpu, default=general)
 
 
-def _soft_value(p: SoftParts) -> jax.Array:
-  # ξ = Σ_c t'_c (log s − (z_c − m)): non-negative terms, no cancellation.
-  terms = _on_valid(p, p.targets * (p.log_s - (p.zm - p.stats.m)))
-  return nx.finish(jnp.sum(terms, -1, keepdims=True), p.row_ok, p.bad)[..., 0]
+def _soft_gradient(r: SoftRows, zm, t, eps) -> jax.Array:
+  """``∂ξ/∂z = (Σ t') y − t'``; the entry of a class with ``y > 1/2`` from the complement.
 
-
-def _soft_gradient(p: SoftParts) -> jax.Array:
-  """``∂ξ/∂z = (Σ t') y − t'``; the entry of a class with ``y > 1/2`` from the complement."""
-  shifted = p.zm - p.stats.m
-  y = jnp.exp(shifted) / _with_ones(p.stats.s)
-  grad = p.total * y - p.targets
+  Elementwise only (the row statistics come from :func:`_soft_route`)."""
+  shifted = zm - r.stats.m
+  valid = zm != -jnp.inf
+  ts = jnp.where(valid, (1 - eps) * t + r.smooth, 0)
+  grad = r.total * jnp.exp(shifted) / _with_ones(r.stats.s) - ts
   # y_d ≈ 1: (Σt') y_d − t'_d = (Σ_{c≠d} t'_c) − (Σt')(1 − y_d), both parts accurate.
-  st = nx.with_tail(p.stats, p.zm)
+  st = nx.with_tail(r.stats, zm)
   top = (shifted == 0) & nx.dominant(st)
-  exact = (p.total - p.targets) - p.total * nx.complement(st, shifted)
-  grad = jnp.where(top, exact, _on_valid(p, grad))
-  return nx.finish(grad, p.row_ok, p.bad)
+  exact = (r.total - ts) - r.total * nx.complement(st, shifted)
+  grad = jnp.where(top, exact, jnp.where(valid, grad, 0))
+  return nx.finish(grad, r.row_ok, r.bad)
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(3, 4))
-def _soft_xent(z, t, where, eps, all_valid=False):
-  p = _soft_parts(z, t, where, eps, all_valid)
-  return _soft_value(p), p.row_ok[..., 0].astype(z.dtype)
+def _soft_outputs(r: SoftRows, dtype):
+  return r.loss[..., 0], r.row_ok[..., 0].astype(dtype)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _soft_xent(z, t, where, eps):
+  return _soft_outputs(_soft_route(nx.masked(z, where), t, where, eps), z.dtype)
 
 
 @_soft_xent.defjvp
-def _soft_xent_jvp(eps, all_valid, primals, tangents):
+def _soft_xent_jvp(eps, primals, tangents):
   z, t, where = primals
   dz, dt, _ = tangents
-  p = _soft_parts(z, t, where, eps, all_valid)
-  out = (_soft_value(p), p.row_ok[..., 0].astype(z.dtype))
+  zm = nx.masked(z, where)
+  r = _soft_route(zm, t, where, eps)
   # Lecture: dξ = ⟨(Σt') y − t', ż⟩ − (1 − ε) ⟨log y, ṫ⟩.
-  tangent = jnp.sum(_soft_gradient(p) * dz, -1)
-  neg_log_y = _on_valid(p, p.log_s - (p.zm - p.stats.m))
-  tangent = tangent + nx.finish(jnp.sum((1 - eps) * neg_log_y * dt, -1, keepdims=True),
-                                p.row_ok, p.bad)[..., 0]
-  return out, (tangent, jnp.zeros_like(out[1]))
-
-
-def _soft_xent_any(z, t, where, eps):
-  """The probability-target loss, by the running platform.
-
-  On the CPU, without ``where``, the loss is first computed without masking
-  selects (they keep XLA:CPU from fusing the row reductions, about 10× slower
-  at 4096×1024); only if some row comes out non-finite (a ``−inf`` or NaN logit,
-  a NaN target) is the masked computation run (``lax.cond``).  Other platforms
-  fuse the selects, and there a cond costs a device-to-host read of its
-  predicate, so they run the masked computation directly."""
-  if where is not None:
-    return _soft_xent(z, t, where, eps)
-
-  def cpu():
-    fast = _soft_xent(z, t, None, eps, True)
-    return lax.cond(jnp.all(jnp.isfinite(fast[0])), lambda: fast,
-                    lambda: _soft_xent(z, t, None, eps))
-
-  return lax.platform_dependent(cpu=cpu, default=lambda: _soft_xent(z, t, None, eps))
+  neg_log_y = jnp.where(zm != -jnp.inf, r.log_s - (zm - r.stats.m), 0)
+  tangent = (jnp.sum(_soft_gradient(r, zm, t, eps) * dz, -1)
+             + nx.finish(jnp.sum((1 - eps) * neg_log_y * dt, -1, keepdims=True),
+                         r.row_ok, r.bad)[..., 0])
+  return _soft_outputs(r, z.dtype), (tangent, jnp.zeros(r.row_ok.shape[:-1], z.dtype))
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5))
@@ -151,7 +151,7 @@ def _cross_entropy_impl(logits, targets, where, axis, eps, reduction):
   z = nx.upcast(jnp.moveaxis(logits, axis, -1))
   t = jnp.moveaxis(targets, axis, -1).astype(z.dtype)
   w = None if where is None else jnp.moveaxis(where, axis, -1)
-  loss, counted = _soft_xent_any(z, t, w, eps)
+  loss, counted = _soft_xent(z, t, w, eps)
   return nx.reduce(loss, counted, reduction)
 
 
@@ -224,7 +224,7 @@ def cross_entropy(
 def _cross_entropy_grad_impl(logits, targets, axis):
   z = nx.upcast(jnp.moveaxis(logits, axis, -1))
   t = jnp.moveaxis(targets, axis, -1).astype(z.dtype)
-  d = _soft_gradient(_soft_parts(z, t, None, 0.0))
+  d = _soft_gradient(_soft_rows(z, t, 0.0, False), z, t, 0.0)
   return jnp.moveaxis(d, -1, axis).astype(logits.dtype)
 
 
