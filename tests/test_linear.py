@@ -207,3 +207,228 @@ def test_the_gpu_program_multiplies_in_bfloat16_and_holds_no_vocabulary_wide_flo
   dots = re.findall(r"dot_general[^\n]*tensor<\d+x\d+xbf16>, tensor<\d+x\d+xbf16>\) -> "
                     r"tensor<\d+x\d+xf32>", text)
   assert len(dots) >= 3  # forward logits, d hidden and d W: bfloat16 in, float32 out
+
+
+# ---------------------------------------------------------------------------
+# Argument checks and label dtypes
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["-100", 1.0, True, np.bool_(True)])
+def test_ignore_index_must_be_an_integer(rng, bad):
+  h, w, _, t = _problem(rng)
+  with pytest.raises(TypeError, match="ignore_index must be an int or None"):
+    linear_cross_entropy(h, w, t, ignore_index=bad)
+
+
+@pytest.mark.parametrize("dtype,ignore", [(jnp.uint8, -100), (jnp.int8, 200),
+                                          (jnp.int32, 2**40)])
+def test_an_ignore_index_the_label_dtype_cannot_hold_is_refused(rng, dtype, ignore):
+  h, w, _, _ = _problem(rng, n=2)
+  with pytest.raises(ValueError, match=f"ignore_index={ignore} cannot occur in labels of dtype"):
+    linear_cross_entropy(h, w, jnp.array([0, 1], dtype), ignore_index=ignore)
+
+
+def test_other_options_are_checked(rng):
+  h, w, _, t = _problem(rng)
+  for bad in (0, -3, 2.0, True):
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+      linear_cross_entropy(h, w, t, chunk_size=bad)
+  with pytest.raises(ValueError, match="z_loss must be a finite number"):
+    linear_cross_entropy(h, w, t, z_loss=float("inf"))
+  with pytest.raises(ValueError, match="logit_softcap must be a finite number"):
+    linear_cross_entropy(h, w, t, logit_softcap=float("inf"))
+  np.testing.assert_allclose(linear_cross_entropy(h, w, t, chunk_size=np.int64(2)),
+                             _reference(h, w, t), rtol=1e-12)
+
+
+def test_labels_beyond_32_bits_are_invalid_not_wrapped(rng):
+  h, w, _, _ = _problem(rng, n=3)
+  labels = jnp.array([2**32 + 1, 1, -(2**33)], jnp.int64)
+  loss = linear_cross_entropy(h, w, labels, reduction="none", chunk_size=4)
+  assert np.isnan(loss[0]) and np.isnan(loss[2])
+  np.testing.assert_allclose(loss[1], _reference(h[1:2], w, labels[1:2]), rtol=1e-12)
+  g = jax.grad(lambda h: linear_cross_entropy(h, w, labels, reduction="sum"))(h)
+  assert np.isnan(g[0]).all() and np.isfinite(g[1]).all()
+
+
+def test_numpy_int64_labels_with_x64_off_are_not_wrapped():
+  with jax.enable_x64(False):
+    h = jnp.ones((2, 3), jnp.float32)
+    w = jnp.zeros((3, 4), jnp.float32)
+    loss = linear_cross_entropy(h, w, np.array([2**32 + 1, 1], np.int64), reduction="none")
+  assert np.isnan(loss[0])
+  np.testing.assert_allclose(loss[1], np.log(4.0), rtol=1e-6)
+
+
+def test_uint8_labels_reach_class_255(rng):
+  h, w, _, _ = _problem(rng, n=4, v=256)
+  labels = jnp.array([255, 0, 128, 255], jnp.uint8)
+  got = linear_cross_entropy(h, w, labels, reduction="none", chunk_size=100, ignore_index=128)
+  want = _reference(h, w, labels.astype(jnp.int32), reduction="none", ignore_index=128)
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+  assert got[2] == 0
+
+
+# ---------------------------------------------------------------------------
+# Numerics: the tail, empty rows
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+@pytest.mark.parametrize("padded", [False, True])
+def test_the_label_entry_keeps_the_tail(chunk, padded):
+  """float64 logits [40, 0, −1], label 0: ∂ℓ/∂z_0 = −(1 − y_0) = −(e⁻⁴⁰ + e⁻⁴¹)/s ≈ −5.8e-18
+  (−e⁻⁴⁰/s ≈ −4.25e-18 when class 2 is padding), where 1 − y_0 rounds to 0."""
+  h = jnp.ones((1, 1), jnp.float64)
+  w = jnp.array([[40.0, 0.0, -1.0]])
+  b = jnp.array([0.0, 0.0, -jnp.inf if padded else 0.0])
+  t = jnp.array([0])
+  tail = np.exp(-40.0) + (0.0 if padded else np.exp(-41.0))
+
+  def f(w, b):
+    return linear_cross_entropy(h, w, t, bias=b, chunk_size=chunk)
+
+  dw, db = jax.grad(f, (0, 1))(w, b)
+  np.testing.assert_allclose(dw[0, 0], -tail / (1 + tail), rtol=1e-14)
+  np.testing.assert_allclose(db, dw[0], rtol=1e-14)
+  assert abs(float(jnp.sum(dw))) <= 1e-3 * tail  # the row sums to zero to ulps of the entry
+  np.testing.assert_allclose(jax.jacfwd(f)(w, b)[0, 0], dw[0, 0], rtol=1e-14)
+  np.testing.assert_allclose(f(w, b), np.log1p(tail), rtol=1e-14)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_rows_without_a_valid_class_count_nothing(rng, reduction):
+  h, w, b, t = _problem(rng, n=6)
+  b = jnp.full_like(b, -jnp.inf)
+
+  def f(h, w, b):
+    return jnp.sum(linear_cross_entropy(h, w, t, bias=b, reduction=reduction,
+                                        label_smoothing=0.1, z_loss=1e-2, logit_softcap=4.0,
+                                        chunk_size=8))
+
+  assert f(h, w, b) == 0
+  for g in jax.grad(f, (0, 1, 2))(h, w, b):
+    assert np.isfinite(g).all() and not np.any(g)
+  _, lse = linear_cross_entropy(h, w, t, bias=b, return_lse=True)
+  assert not np.any(lse)
+
+
+def test_a_label_on_a_padded_class_is_nan(rng):
+  h, w, b, t = _problem(rng, n=4)
+  b = b.at[5].set(-jnp.inf)
+  t = t.at[1].set(5)
+  loss = linear_cross_entropy(h, w, t, bias=b, reduction="none", chunk_size=4)
+  assert np.isnan(loss[1]) and np.isfinite(np.delete(np.asarray(loss), 1)).all()
+  assert np.isnan(jax.grad(lambda h: linear_cross_entropy(h, w, t, bias=b))(h)).any()
+
+
+# ---------------------------------------------------------------------------
+# Forward mode and higher orders
+# ---------------------------------------------------------------------------
+
+FORWARD_OPTIONS = {
+    "plain": {},
+    "everything": {"ignore_index": 3, "eps": 0.2, "z_loss": 1e-2, "softcap": 4.0},
+}
+
+
+def _small_case(rng, padded=True):
+  h, w, b, t = _problem(rng, n=5, hdim=3, v=7)
+  if padded:
+    b = b.at[4].set(-jnp.inf)
+  return h, w, b, jnp.array([0, 3, 6, 3, 2])
+
+
+def _both(t, opts, reduction, lse_out=False):
+  kw = dict(ignore_index=opts.get("ignore_index"), label_smoothing=opts.get("eps", 0.0),
+            z_loss=opts.get("z_loss", 0.0), logit_softcap=opts.get("softcap"))
+
+  def ours(h, w, b):
+    return linear_cross_entropy(h, w, t, bias=b, chunk_size=3, reduction=reduction,
+                                return_lse=lse_out, **kw)
+
+  def ref(h, w, b):
+    return _reference(h, w, t, b=b, ignore_index=kw["ignore_index"], eps=kw["label_smoothing"],
+                      z_loss=kw["z_loss"], softcap=kw["logit_softcap"], reduction=reduction,
+                      lse_out=lse_out)
+
+  return ours, ref
+
+
+def _close(a, b, rtol=1e-10, atol=1e-12):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", list(FORWARD_OPTIONS))
+@pytest.mark.parametrize("reduction,lse_out", [("mean", False), ("sum", False), ("none", False),
+                                               ("none", True)])
+def test_forward_mode_and_second_order_match_autodiff_of_the_formula(rng, name, reduction,
+                                                                     lse_out):
+  h, w, b, t = _small_case(rng)
+  ours, ref = _both(t, FORWARD_OPTIONS[name], reduction, lse_out)
+  primals = (h, w, b)
+  tangents = (jnp.asarray(rng.normal(size=h.shape)), jnp.asarray(rng.normal(size=w.shape)),
+              jnp.asarray(rng.normal(size=b.shape)))
+  _close(ours(*primals), ref(*primals))
+  _close(jax.jvp(ours, primals, tangents), jax.jvp(ref, primals, tangents))
+  _close(jax.linearize(ours, *primals)[1](*tangents), jax.jvp(ref, primals, tangents)[1])
+  _close(jax.jacfwd(ours, (0, 1, 2))(*primals), jax.jacrev(ref, (0, 1, 2))(*primals))
+  _close(jax.jacrev(ours, (0, 1, 2))(*primals), jax.jacrev(ref, (0, 1, 2))(*primals))
+  _close(jax.hessian(ours, (0, 1, 2))(*primals), jax.hessian(ref, (0, 1, 2))(*primals),
+         rtol=1e-9)
+  scales = jnp.array([0.5, 1.0, 2.0])
+  _close(jax.vmap(lambda s: ours(s * h, w, b))(scales),
+         jax.vmap(lambda s: ref(s * h, w, b))(scales))
+
+
+def test_grad_of_grad_and_finite_differences(rng):
+  h, w, b, t = _small_case(rng)
+  ours, ref = _both(t, FORWARD_OPTIONS["everything"], "mean")
+
+  def sq_norm_of_grad(f):
+    return lambda h, w, b: sum(jnp.sum(g**2) for g in jax.grad(f, (0, 1))(h, w, b))
+
+  _close(jax.grad(sq_norm_of_grad(ours), (0, 1, 2))(h, w, b),
+         jax.grad(sq_norm_of_grad(ref), (0, 1, 2))(h, w, b), rtol=1e-9)
+  from jax.test_util import check_grads
+
+  check_grads(lambda h, w: ours(h, w, b), (h, w), order=2, modes=("fwd", "rev"))
+
+
+def test_float32_with_x64_off():
+  """The default configuration: float32, 32-bit labels, forward and reverse mode."""
+  with jax.enable_x64(False):
+    rng = np.random.default_rng(1)
+    h = jnp.asarray(rng.normal(size=(9, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(4, 11)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=11), jnp.float32).at[3].set(-jnp.inf)
+    t = jnp.asarray([0, 1, 2, 4, 5, 6, 7, 8, 10], jnp.int32)
+    ours, ref = _both(t, FORWARD_OPTIONS["everything"], "mean")
+    v = (h * 0.5, w * 0.25, jnp.where(jnp.isfinite(b), b, 0) * 0.1)
+    _close(ours(h, w, b), ref(h, w, b), rtol=1e-5, atol=1e-6)
+    _close(jax.grad(ours, (0, 1, 2))(h, w, b), jax.grad(ref, (0, 1, 2))(h, w, b),
+           rtol=1e-4, atol=1e-6)
+    _close(jax.jvp(ours, (h, w, b), v), jax.jvp(ref, (h, w, b), v), rtol=1e-4, atol=1e-6)
+    assert ours(h, w, b).dtype == jnp.float32
+
+
+def test_forward_mode_memory_stays_chunked():
+  """jax.jvp at 2048×256×V: a few [N, chunk] buffers (logits, tangent, Jacobian of one
+  chunk) and one copy of Ẇ laid out chunk by chunk (the scan's input), never [N, V]:
+  doubling V adds one [H, ΔV] buffer, not [N, ΔV]."""
+  n, hdim = 2048, 256
+  t = jnp.zeros((n,), jnp.int32)
+
+  def fwd(h, w):
+    f = lambda h, w: linear_cross_entropy(h, w, t, reduction="none")  # noqa: E731
+    return jax.jvp(f, (h, w), (h, w))
+
+  def temp(v):
+    return _temp_bytes(fwd, jax.ShapeDtypeStruct((n, hdim), jnp.float32),
+                       jax.ShapeDtypeStruct((hdim, v), jnp.float32))
+
+  small, large = temp(32768), temp(65536)
+  assert small <= 0.5 * n * 32768 * 4, small
+  assert large - small <= 1.05 * hdim * 32768 * 4, (small, large)
