@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks
+from . import _checks, _numerics
 from ._softmax import _softmax, _temperature_arg
 
 
@@ -33,7 +33,7 @@ def _softmax_jacobian_impl(x, axis, temperature):
   xc = x.astype(_checks.compute_dtype(x.dtype))
   if temperature is not None:
     xc = xc / jnp.asarray(temperature, xc.dtype)
-  y = _softmax(jnp.moveaxis(xc, axis, -1), -1, None)
+  y = _numerics.probabilities(jnp.moveaxis(xc, axis, -1))
   jac = _jacobian_from_probs(y)
   if temperature is not None:
     jac = jac / jnp.asarray(temperature, jac.dtype)  # chain rule through z / T

@@ -140,6 +140,15 @@ def with_tail(st: RowStats, zm: jax.Array, axis=-1) -> RowStats:
   return st._replace(tail=tail_sum(jnp.exp(zm - st.m), axis))
 
 
+def probabilities(zm: jax.Array, axis=-1) -> jax.Array:
+  """``y = e^{z − m} / s`` in one expression (no cond): 0 on an empty row, NaN with a NaN or
+  ``+inf`` logit.  For consumers that fuse ``y`` into a larger write (the Jacobian)."""
+  m = safe_max(zm, axis)
+  e = jnp.exp(zm - m)
+  s = jnp.sum(e, axis=axis, keepdims=True)
+  return e / jnp.where(s == 0, jnp.ones_like(s), s)
+
+
 def empty_stats(shape, dtype=jnp.float32) -> RowStats:
   """The statistics of rows with nothing in them yet (the start of an online merge)."""
   return RowStats(jnp.full(shape, -jnp.inf, dtype), jnp.zeros(shape, dtype),

@@ -254,11 +254,17 @@ def jacobian_cases(n: int, c: int) -> list[Case]:
   def floor(z):  # the cost of merely writing [N, C, C] from [N, C]: one outer product
     return z[:, :, None] * z[:, None, :]
 
+  def closed_form(z):  # the plain formula y_i (δ_ij − y_j) on jax.nn.softmax
+    y = jax.nn.softmax(z)
+    return y[..., :, None] * (jnp.eye(c, dtype=y.dtype) - y[..., None, :])
+
   cases = [
       Case("softmax_jacobian", (n, c), "float32", _jacobian.softmax_jacobian,
            {"vmap(jacfwd)": jax.vmap(jax.jacfwd(jax.nn.softmax))}, logits, out_bytes, 1e-5),
       Case("softmax_jacobian", (n, c), "float32", _jacobian.softmax_jacobian,
            {"vmap(jacrev)": jax.vmap(jax.jacrev(jax.nn.softmax))}, logits, out_bytes, 1e-5),
+      Case("softmax_jacobian", (n, c), "float32", _jacobian.softmax_jacobian,
+           {"closed form y(I − y)": closed_form}, logits, out_bytes, 1e-5),
       Case("softmax_jacobian", (n, c), "float32", _jacobian.softmax_jacobian,
            {"outer-product write": floor}, logits, out_bytes, float("inf")),
   ]
