@@ -599,21 +599,6 @@ def choose(impl: str, x: jax.Array, axes: tuple[int, ...], fn: str, *, kernel, x
     return xla()
 
 
-def use(impl: str, x: jax.Array, axes: tuple[int, ...], fn: str, **unsupported) -> bool:
-  """Whether ``fn`` should run the Pallas kernel, decided on the host
-  (``jax.default_backend()``).  Kept for callers not yet moved to :func:`choose`, which
-  decides by the platform the program is lowered for."""
-  _impl_arg(impl, fn)
-  if impl == "xla":
-    return False
-  reasons = _reasons(x, axes, unsupported)
-  if impl == "pallas":
-    if reasons:
-      raise ValueError(f"{fn}: impl='pallas' does not support " + ", ".join(reasons))
-    return True
-  return not reasons and jax.default_backend() == "gpu"
-
-
 def _flat(x):
   return x.reshape(-1, x.shape[-1])
 
