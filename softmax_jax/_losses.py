@@ -331,7 +331,10 @@ def _int_gradient(p: IntParts, weights, eps) -> jax.Array:
 def _int_weight_tangent(p: IntParts, dw, eps) -> jax.Array:
   """``Σ_c ∂ξ/∂w_c ẇ_c = (1 − ε)(−log y_t) ẇ_t + (ε/K) Σ_c (−log y_c) ẇ_c``."""
   dw_t = dw[p.labels.index]
-  tangent = (1 - eps) * (p.log_s - p.shifted_t) * dw_t
+  # −log y_t is +inf on a row without a valid class; zero it before it meets ẇ, so that
+  # the transpose (the weights' gradient) has no 0·inf there
+  nll = jnp.where(p.counted, p.log_s - p.shifted_t, 0)
+  tangent = (1 - eps) * nll * dw_t
   if p.smooth is not None:
     neg_log_y = jnp.where(p.zm != -jnp.inf, p.log_s - (p.zm - p.stats.m), 0)
     tangent = tangent + p.smooth * jnp.sum(neg_log_y * dw, -1, keepdims=True)

@@ -73,6 +73,19 @@ def test_class_weights_forward_mode(rng):
   check_grads(f, (w,), order=2, modes=("fwd", "rev"))
 
 
+def test_class_weight_gradient_on_an_empty_row_is_zero(rng):
+  z = logits(rng, (3, 4), jnp.float64).at[0].set(-jnp.inf)
+  t = jnp.array([2, 1, 3])
+  w = jnp.linspace(0.5, 2.0, 4)
+  for eps in (0.0, 0.1):
+    f = lambda w: sj.cross_entropy_with_integer_labels(z, t, class_weights=w,  # noqa: E731
+                                                          label_smoothing=eps)
+    naive = lambda w: _naive_int(z[1:], t[1:], class_weights=w,  # noqa: E731
+                                 label_smoothing=eps)
+    np.testing.assert_allclose(jax.grad(f)(w), jax.grad(naive)(w), rtol=1e-12)
+    np.testing.assert_allclose(jax.jacfwd(f)(w), jax.grad(naive)(w), rtol=1e-12)
+
+
 def test_forward_mode_on_masked_rows_has_no_nan(rng):
   z, t, f = _int_case(rng, {"label_smoothing": 0.1}, masked=True)
   where = jnp.ones(z.shape, bool).at[0, 5].set(False)
