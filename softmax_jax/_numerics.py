@@ -140,6 +140,14 @@ def with_tail(st: RowStats, zm: jax.Array, axis=-1) -> RowStats:
   return st._replace(tail=tail_sum(jnp.exp(zm - st.m), axis))
 
 
+def part_stats(zm: jax.Array, axis=-1) -> RowStats:
+  """:func:`row_stats` of one part of the rows (a tile, a chunk, a device's classes), to be
+  combined with :func:`merge`: a part without a valid class has max ``−inf`` (the identity
+  of the merge) rather than 0."""
+  st = row_stats(zm, axis)
+  return st._replace(m=jnp.where(st.s > 0, st.m, -jnp.inf))
+
+
 def probabilities(zm: jax.Array, axis=-1) -> jax.Array:
   """``y = e^{z − m} / s`` in one expression (no cond): 0 on an empty row, NaN with a NaN or
   ``+inf`` logit.  For consumers that fuse ``y`` into a larger write (the Jacobian)."""

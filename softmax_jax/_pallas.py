@@ -118,17 +118,10 @@ def _for_tiles(tile, tiles, fn, init):
   return lax.fori_loop(0, tiles, lambda j, acc: fn(_tile_cols(j, tile), j * tile, acc), init)
 
 
-def _tile_stats(z) -> nx.RowStats:
-  """:func:`~softmax_jax._numerics.row_stats` of one tile, the max of a tile without a
-  finite entry being −inf (the identity of :func:`~softmax_jax._numerics.merge`)."""
-  st = nx.row_stats(z)
-  return st._replace(m=jnp.where(st.s > 0, st.m, -jnp.inf))
-
-
 def _stats(x_ref, tile, tiles, c) -> nx.RowStats:
   """The rows' :class:`RowStats` (``[rows, 1]``), merged tile by tile."""
   st = _for_tiles(tile, tiles, lambda cols, offset, acc: nx.merge(
-      acc, _tile_stats(_load(x_ref, cols, offset, c)[0])), nx.empty_stats((x_ref.shape[0], 1)))
+      acc, nx.part_stats(_load(x_ref, cols, offset, c)[0])), nx.empty_stats((x_ref.shape[0], 1)))
   return nx.finalize(st)
 
 
@@ -232,7 +225,7 @@ def _xent_kernel(x_ref, t_ref, w_ref, g_ref, wmax_ref, loss_ref, grad_ref, aux_r
   def gather(cols, offset, acc):
     z, _, idx, w, wv = tile_terms(cols, offset)
     hit = idx == t
-    acc = acc._replace(st=nx.merge(acc.st, _tile_stats(z)),
+    acc = acc._replace(st=nx.merge(acc.st, nx.part_stats(z)),
                        z_t=acc.z_t + jnp.sum(jnp.where(hit, z, 0.0), -1, keepdims=True),
                        w_t=acc.w_t + jnp.sum(jnp.where(hit, w, 0.0), -1, keepdims=True))
     if eps:
