@@ -54,8 +54,7 @@ def _global_stats(zm, axis_name, extra=None, tail=True):
   ``extra(m)`` gives a dict of more local ``[..., 1]`` sums (they may use the
   global max ``m``) that travel in the same ``psum``.
   """
-  local = nx.row_stats(zm)
-  local = local._replace(m=jnp.where(nx.nonempty(local), local.m, -jnp.inf))
+  local = nx.part_stats(zm)
   m = lax.stop_gradient(lax.pmax(local.m, axis_name))
   m = jnp.where(m == -jnp.inf, jnp.zeros_like(m), m)  # an empty row: m = 0 (finalize)
   local = nx.rescale(local, m)
