@@ -171,7 +171,10 @@ def markdown(res) -> str:
       "operation) and the backward pass none: each device writes `g·(y − t)` for its own "
       "classes.  Gathering the logits instead would move "
       f"{n * c['classes']:,} floats.  (With one device the collectives stay in the "
-      "program as trivial all-reduces.)", "",
+      "program as trivial all-reduces.)  The loss now also sums the tail of each row (for "
+      "the exact label entry of the gradient): `4 N` floats in one `pmax` and one `psum`, "
+      "which `tests/test_sharded.py` counts in the compiled program; the table above was "
+      "measured before that change.", "",
       "## What to expect on a real multi-GPU or TPU slice", "",
       "- **Data parallel.** The per-step traffic is one all-reduce of the parameters "
       f"({s['parameters'] * 4 / 1e3:.0f} kB here).  Over NVLink on an 8 × H100 node "
@@ -183,7 +186,7 @@ def markdown(res) -> str:
       "softmax-regression or small-MLP model.",
       "- **Class sharded.** Each device reads and writes only its `C/d` columns of the "
       "logits, so memory per device and the bandwidth-bound work both fall as 1/d; the "
-      "fixed cost is the three collectives of `N` floats per step (48 kB for N = 4096), "
+      "fixed cost is one `pmax` and one `psum` of `4 N` floats per step (64 kB for N = 4096), "
       "microseconds on NVLink.  This is what makes a 131k–256k vocabulary fit when the "
       "`N × C` logits of one device would not.",
       "- **Multi-host.** Start the same command on every host with `--distributed` (Cloud "
