@@ -222,14 +222,18 @@ def _tangents(h, w, b, code, c: _Coefs, cfg: _Config, dh, dw, db):
   outputs = 2 if cfg.with_lse else 1
 
   @functools.partial(jax.checkpoint, static_argnums=(1,))
-  def contract(start, width, dh, dw_j, db_j):
-    # Linear in (dh, dw_j, db_j); under jax.checkpoint the chunk's Jacobian is
+  def contract(start, width, dh, dw, db):
+    # Linear in (dh, dw, db); under jax.checkpoint the chunk's Jacobian is
     # recomputed by the transpose, so reverse mode keeps no [N, chunk] residual.
-    if width == chunk:
-      w_j = lax.dynamic_slice_in_dim(w, start, width, axis=1)
-      b_j = None if b is None else lax.dynamic_slice_in_dim(b, start, width)
-    else:  # the remainder: the last ``width`` columns
-      w_j, b_j = w[:, v - width:], None if b is None else b[v - width:]
+    # The tangents are sliced like W: transposed, each chunk's d W is added in place.
+    def cols(x, axis):
+      if x is None:
+        return None
+      if width == chunk:
+        return lax.dynamic_slice_in_dim(x, start, width, axis=axis)
+      return lax.slice_in_dim(x, v - width, v, axis=axis)  # the remainder: the last columns
+
+    w_j, b_j, dw_j, db_j = cols(w, 1), cols(b, 0), cols(dw, 1), cols(db, 0)
     jac = _chunk_jacobian(h, w_j, b_j, start, index, c, cfg)[:outputs]
     out = jnp.zeros((outputs, n), acc)
     zdot = jnp.zeros((n, width), acc)
@@ -247,22 +251,12 @@ def _tangents(h, w, b, code, c: _Coefs, cfg: _Config, dh, dw, db):
       zdot = zdot + db_j.astype(acc)
     return out + jnp.stack([jnp.sum(j * zdot, axis=-1) for j in jac])
 
-  def chunks(x, axis):  # [.., full·chunk] → [full, .., chunk]: the scan's xs
-    x = lax.slice_in_dim(x, 0, full * chunk, axis=axis)
-    x = x.reshape(x.shape[:axis] + (full, chunk))
-    return jnp.moveaxis(x, axis, 0)
+  def body(j, out):
+    return out + contract(j * chunk, chunk, dh, dw, db)
 
-  def body(carry, xs):
-    j, dw_j, db_j = xs
-    return carry + contract(j * chunk, chunk, dh, dw_j, db_j), None
-
-  xs = (jnp.arange(full), None if dw is None else chunks(dw, 1),
-        None if db is None else chunks(db, 0))
-  out, _ = lax.scan(body, jnp.zeros((outputs, n), acc), xs, length=full)
+  out = lax.fori_loop(0, full, body, jnp.zeros((outputs, n), acc))
   if rest:
-    start = full * chunk
-    out = out + contract(start, rest, dh, None if dw is None else dw[:, start:],
-                         None if db is None else db[start:])
+    out = out + contract(full * chunk, rest, dh, dw, db)
   return out[0], (out[1] if cfg.with_lse else jnp.zeros_like(out[0]))
 
 
