@@ -3,7 +3,8 @@
 A checkpoint holds the whole :class:`~softmax_jax.train.TrainState` (parameters,
 optimizer state, PRNG key, epoch and the early-stopping record) and, as JSON,
 the metrics history, a fingerprint of the configuration and data it belongs to,
-and a SHA-256 digest of every array.  Restoring checks all three before handing
+and a SHA-256 digest of every array and of the history.  Restoring checks all three
+before handing
 anything back, so a checkpoint from another run or with damaged files is
 refused with a :class:`CheckpointError`, never half-loaded.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import pathlib
 import signal
@@ -38,10 +40,20 @@ def digest(tree: Any) -> str:
   return h.hexdigest()
 
 
+def _history_digest(history: list[dict]) -> str:
+  return hashlib.sha256(json.dumps(history, sort_keys=True).encode()).hexdigest()
+
+
 @contextlib.contextmanager
 def _no_interrupt():
-  """Hold back Ctrl-C while a checkpoint is written, then deliver it."""
-  if threading.current_thread() is not threading.main_thread():
+  """Hold back Ctrl-C while a checkpoint is written, then deliver it.
+
+  Only Python's default handler (which raises ``KeyboardInterrupt``) is held
+  back; a handler of the program's own (the command line's, which only sets a
+  flag), ``SIG_DFL`` (stop at once) and an ignored signal stay as they are.
+  """
+  if (threading.current_thread() is not threading.main_thread()
+      or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
     yield
     return
   caught = []
@@ -50,10 +62,8 @@ def _no_interrupt():
     yield
   finally:
     signal.signal(signal.SIGINT, previous)
-  if caught and callable(previous):  # the handler that was there decides (usually: raise)
+  if caught:  # now raise the KeyboardInterrupt
     previous(*caught[0])
-  elif caught and previous == signal.SIG_DFL:
-    raise KeyboardInterrupt
 
 
 def _short(e: Exception, limit: int = 300) -> str:
@@ -99,7 +109,7 @@ class Checkpointer:
     epoch = int(state.epoch)
     host_state = jax.device_get(state)
     meta = {"epoch": epoch, "fingerprint": self.fingerprint, "history": history,
-            "digest": digest(host_state)}
+            "digest": digest(host_state), "history_sha256": _history_digest(history)}
     args = self._ocp.args
     with _no_interrupt():
       self._manager.save(epoch, args=args.Composite(state=args.StandardSave(host_state),
@@ -142,6 +152,9 @@ class Checkpointer:
     if digest(state) != meta["digest"]:
       raise CheckpointError(f"checkpoint {where} is damaged: its arrays do not match the digest "
                             "recorded when it was written")
+    if meta.get("history_sha256") != _history_digest(meta["history"]):
+      raise CheckpointError(f"checkpoint {where} is damaged: its history does not match the "
+                            "digest recorded when it was written")
     if int(state.epoch) != epoch or len(meta["history"]) != epoch:
       raise CheckpointError(f"checkpoint {where} is inconsistent: epoch {int(state.epoch)}, "
                             f"{len(meta['history'])} history rows, folder {epoch}")

@@ -233,8 +233,10 @@ def _label_index(table: _Table, label) -> int:
   if isinstance(label, numbers.Integral) and not isinstance(label, bool):
     if -ncols <= label < ncols:
       return int(label) % ncols
+    # Messages number columns from 1 (as the command line's --label does).
+    which = f"{label + 1}" if label >= 0 else f"{label} (counting from the end)"
     raise DataError(
-        f"{table.file}, line {table.header_line}: there is no label column {label} "
+        f"{table.file}, line {table.header_line}: there is no label column {which} "
         f"(the file has {ncols} columns: {_columns_list(table.header)})."
     )
   if isinstance(label, str):
@@ -268,7 +270,8 @@ def load_csv(path, *, label: int | str = -1, name: str | None = None) -> Dataset
   Args:
     path: the CSV file.
     label: the label column, by 0-based index (negative counts from the end) or by
-      header name.  Defaults to the last column.
+      header name.  Defaults to the last column.  Error messages number columns
+      from 1, as ``softmax-jax train --label`` does.
     name: the data set name; defaults to the file name without ``.csv``/``.gz``.
 
   Returns:
@@ -279,7 +282,8 @@ def load_csv(path, *, label: int | str = -1, name: str | None = None) -> Dataset
       missing, non-numeric or non-finite feature value, a missing label, a row with
       the wrong number of cells, an empty file, no data rows, an empty or duplicate
       column name, an unknown label column, no feature column, fewer than two
-      classes, or a path that is not a readable file.
+      classes, a first line of numbers instead of a header, or a path that is not a
+      readable file.
 
   >>> import pathlib, shutil, tempfile
   >>> tmp = pathlib.Path(tempfile.mkdtemp())
@@ -290,6 +294,11 @@ def load_csv(path, *, label: int | str = -1, name: str | None = None) -> Dataset
   >>> shutil.rmtree(tmp)
   """
   table = _read_table(path)
+  if all(_is_finite_number(h) for h in table.header):
+    raise DataError(
+        f"{table.file}, line {table.header_line}: the first line is data, not a header (every "
+        "cell is a number); add a header row naming the columns."
+    )
   label_col = _label_index(table, label)
   feature_cols = [j for j in range(len(table.header)) if j != label_col]
   if not feature_cols:

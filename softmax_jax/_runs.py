@@ -9,6 +9,12 @@ A run directory holds::
     history.csv     one row per epoch
     curves.png, confusion_matrix.png, decision_regions.png (iris and 2-feature data)
     checkpoints/    orbax checkpoints, every ``checkpoint_every`` epochs and at the end
+    manifest.json   written last: SHA-256 of every other output, package version
+    .lock           held (``flock``) by the run writing the directory
+
+Every file is written under a temporary name and renamed; ``predict`` and
+``--resume`` check the manifest first (see ``_rundir``).  Checkpoints carry
+their own digest (``_checkpoint``).
 
 ``softmax-jax train`` and ``softmax-jax predict`` are thin wrappers over
 :func:`train_run` and :func:`predict_run`.
@@ -16,18 +22,22 @@ A run directory holds::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
-import json
+import io
+import os
 import pathlib
 import time
+import zipfile
 from collections.abc import Callable
 
 import jax
 import numpy as np
 
-from . import _csv, _data, _model, _train
+from . import _csv, _data, _model, _rundir, _train
 from ._checkpoint import Checkpointer, CheckpointError, digest
+from ._rundir import RunError
 
 _IGNORED_IN_FINGERPRINT = ("epochs",)
 
@@ -69,12 +79,19 @@ def prepare(data: DataConfig) -> Prepared:
                           n_features=data.n_features, n_classes=data.n_classes, seed=data.seed)
   parts = _data.split(ds, val_fraction=data.val_fraction, test_fraction=data.test_fraction,
                       seed=data.seed)
+  for part, fraction in (("val", data.val_fraction), ("test", data.test_fraction)):
+    if fraction > 0 and getattr(parts, part).n_samples == 0:
+      raise _data.DataError(
+          f"{data.dataset}: {ds.n_samples} samples in {ds.n_classes} classes are too few for "
+          f"the split: the {part} part (--{part}-fraction {fraction}) would be empty; give "
+          f"more data or --{part}-fraction 0")
   return Prepared(ds, parts, _data.Standardizer.fit(parts.train.x))
 
 
-def _fingerprint(config: _train.TrainConfig, x, y) -> dict:
+def _fingerprint(config: _train.TrainConfig, arrays) -> dict:
+  """What a checkpoint must match to be resumed: the configuration and all the data."""
   fp = {k: v for k, v in config.to_dict().items() if k not in _IGNORED_IN_FINGERPRINT}
-  fp["training_data_sha256"] = digest((x, y))
+  fp["data_sha256"] = digest(arrays)
   return fp
 
 
@@ -87,29 +104,41 @@ def _device_info() -> dict:
 def _save_params(params, path) -> None:
   flat = {"/".join(str(getattr(k, "key", k)) for k in keys): np.asarray(v)
           for keys, v in jax.tree_util.tree_flatten_with_path(params)[0]}
-  np.savez(path, **flat)
+  with _rundir.atomic(path) as tmp:
+    with open(tmp, "wb") as f:
+      np.savez(f, **flat)
 
 
 def load_params(path) -> dict:
-  """Parameters written by a run (``params.npz``) as the model's dict pytree."""
+  """Parameters written by a run (``params.npz``) as the model's dict pytree.
+
+  Raises:
+    RunError: the file is missing, not an ``.npz`` archive, or damaged (naming it).
+  """
   params: dict = {}
-  with np.load(path) as f:
-    for name in f.files:
-      node = params
-      *outer, leaf = name.split("/")
-      for part in outer:
-        node = node.setdefault(part, {})
-      node[leaf] = f[name]
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      for name in f.files:
+        node = params
+        *outer, leaf = name.split("/")
+        for part in outer:
+          node = node.setdefault(part, {})
+        node[leaf] = f[name]
+  except FileNotFoundError:
+    raise RunError(f"{path} is missing") from None
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise RunError(f"{path}: not a readable parameter file ({type(e).__name__}: {e})") from None
   return params
 
 
 def _write_history(history, path) -> None:
   if not history:
     return
-  with open(path, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(history[0]))
-    w.writeheader()
-    w.writerows(history)
+  buf = io.StringIO()
+  w = csv.DictWriter(buf, fieldnames=list(history[0]))
+  w.writeheader()
+  w.writerows(history)
+  _rundir.write_text(path, buf.getvalue())
 
 
 class Interrupted(Exception):
@@ -126,19 +155,30 @@ class Interrupted(Exception):
 
 
 def _check_out(out: pathlib.Path, resume: bool, overwrite: bool) -> None:
+  """Refuse an unusable run directory before any work (checked again under the lock)."""
+  flag = "--resume" if resume else "--out"
+  if out.exists() and not out.is_dir():
+    raise RunError(f"{flag} {out} is a file, not a directory")
   if resume:
     if not (out / "config.json").exists():
       raise CheckpointError(f"--resume {out}: no run there (config.json is missing)")
-    return
-  if out.exists() and any(out.iterdir()) and not overwrite:
+  elif _rundir.holds_files(out) and not overwrite:
     raise FileExistsError(f"{out} already holds files; choose another --out, continue it with "
                           "--resume, or pass --overwrite")
+  probe = out
+  while not probe.exists() and probe != probe.parent:
+    probe = probe.parent
+  if not probe.is_dir():
+    raise RunError(f"{flag} {out}: {probe} is a file, so the directory cannot be created")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise RunError(f"{flag} {out}: {probe} is not writable; choose another --out")
 
 
 def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_every: int = 10,
               resume: bool = False, overwrite: bool = False, plots: bool = True,
               on_epoch: Callable[[dict], None] | None = None,
-              stop_after: int | None = None, mesh=None) -> dict:
+              stop_after: int | None = None, mesh=None,
+              should_stop: Callable[[], bool] | None = None) -> dict:
   """Train, checkpoint and write every output of a run into ``out``; returns the metrics.
 
   Args:
@@ -158,31 +198,57 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
       (after ``jax.distributed.initialize``) process 0 writes the outputs and
       no checkpoints are written.
 
+    should_stop: polled after every epoch; when it returns true the run stops
+      as on an interruption (the command line sets it from SIGINT and SIGTERM).
+
   Raises:
-    Interrupted: on ``KeyboardInterrupt`` or ``stop_after``, after checkpointing.
+    Interrupted: on ``KeyboardInterrupt``, ``stop_after`` or ``should_stop``,
+      after checkpointing.
     CheckpointError: when ``resume`` finds no usable checkpoint.
+    RunError: ``out`` is in use by another run, cannot be written, or (with
+      ``resume``) does not match its manifest.
   """
   out = pathlib.Path(out)
   multi = jax.process_count() > 1
+  if checkpoint_every < 1:
+    raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
   _check_out(out, resume, overwrite)
   if multi:  # every process has checked the directory before process 0 writes to it
     from jax.experimental import multihost_utils
 
     multihost_utils.sync_global_devices("softmax_jax.train_run: output directory checked")
+  if multi and resume:
+    raise CheckpointError("resuming is supported in single-process runs only")
   if mesh is not None:
     _train.check_data_parallel(config, mesh)
-  if checkpoint_every < 1:
-    raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-  prep = prepare(data)
+  prep = prepare(data)  # bad data is refused before anything is written
+  writer = jax.process_index() == 0
+  with _rundir.RunLock(out) if writer else contextlib.nullcontext():
+    return _train_locked(config, data, out, prep, checkpoint_every=checkpoint_every,
+                         resume=resume, overwrite=overwrite, plots=plots, on_epoch=on_epoch,
+                         stop_after=stop_after, should_stop=should_stop, mesh=mesh,
+                         multi=multi, writer=writer)
+
+
+def _train_locked(config, data, out, prep, *, checkpoint_every, resume, overwrite, plots,
+                  on_epoch, stop_after, should_stop, mesh, multi, writer) -> dict:
+  """The part of :func:`train_run` that runs while holding the directory's lock."""
   dtype = np.dtype(config.dtype)
   x, y = prep.arrays("train", dtype)
   val = prep.arrays("val", dtype)
   n_classes = prep.dataset.n_classes
-  out.mkdir(parents=True, exist_ok=True)
-  if multi and resume:
-    raise CheckpointError("resuming is supported in single-process runs only")
+  if writer:
+    if resume:  # the run being continued must be the one its files say it is
+      _rundir.verify_manifest(out, complete=False, need=("config.json",))
+    elif _rundir.holds_files(out):
+      if not overwrite:  # written by a run that finished while this one loaded its data
+        raise FileExistsError(f"{out} already holds files; choose another --out, continue it "
+                              "with --resume, or pass --overwrite")
+      _rundir.clear(out)  # so that a later --resume cannot find a stale checkpoint
   ckpt = (_NoCheckpoints() if multi else
-          Checkpointer(out / "checkpoints", _fingerprint(config, x, y)))
+          Checkpointer(out / "checkpoints",
+                       _fingerprint(config, [prep.arrays(p, dtype)
+                                             for p in ("train", "val", "test")])))
   state, history = None, []
   if resume:
     try:
@@ -194,11 +260,14 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
       ckpt.close()
       raise ValueError(f"the run in {out} has done {int(state.epoch)} epochs already; "
                        f"epochs={config.epochs} would not continue it")
-  # Written only once the checkpoint (if any) is known to belong to this configuration.
-  if jax.process_index() == 0:
-    (out / "config.json").write_text(json.dumps(
-        {"train": config.to_dict(), "data": dataclasses.asdict(data),
-         "checkpoint_every": checkpoint_every}, indent=2))
+  # Written only once the checkpoint (if any) is known to belong to this configuration;
+  # until the final manifest the directory reads as incomplete.
+  if writer:
+    _rundir.remove_manifest(out)
+    _rundir.write_json(out / "config.json",
+                       {"train": config.to_dict(), "data": dataclasses.asdict(data),
+                        "checkpoint_every": checkpoint_every})
+    _rundir.write_manifest(out, ["config.json"], complete=False)
 
   rows: list[dict] = list(history)
   last = {"state": state}
@@ -211,11 +280,14 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
       ckpt.save(st, rows)
     if on_epoch is not None:
       on_epoch(row)
-    if stop_after is not None and stop_after <= epoch < config.epochs:
+    if epoch < config.epochs and ((stop_after is not None and stop_after <= epoch)
+                                  or (should_stop is not None and should_stop())):
       raise KeyboardInterrupt
 
   start = time.perf_counter()
   try:
+    if should_stop is not None and should_stop():
+      raise KeyboardInterrupt
     result = _train.fit(x, y, config, val=val, n_classes=n_classes, state=state,
                         history=history, callback=callback, mesh=mesh)
   except KeyboardInterrupt:
@@ -230,11 +302,10 @@ def train_run(config: _train.TrainConfig, data: DataConfig, out, *, checkpoint_e
   ckpt.close()
   if mesh is not None:  # replicated global arrays -> host copies for the outputs
     result.params = jax.device_get(result.params)
-  if multi and jax.process_index() != 0:
+  if not writer:
     return {}
-  metrics = _write_outputs(out, config, data, prep, result, seconds, plots,
-                           mesh=None if mesh is None else dict(mesh.shape))
-  return metrics
+  return _write_outputs(out, config, data, prep, result, seconds, plots,
+                        mesh=None if mesh is None else dict(mesh.shape))
 
 
 class _NoCheckpoints:
@@ -267,18 +338,21 @@ def _write_outputs(out, config, data, prep, result, seconds, plots, mesh=None) -
   if result.stopped_early:
     best = min(result.history, key=lambda r: r["val_loss"])
     metrics["best_epoch"] = best["epoch"]
-  (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+  metrics = _rundir.finite_or_none(metrics)  # an empty split has no accuracy: null, not NaN
+  _rundir.write_json(out / "metrics.json", metrics)
   _write_history(result.history, out / "history.csv")
   _save_params(params, out / "params.npz")
-  (out / "model.json").write_text(json.dumps({
+  _rundir.write_json(out / "model.json", {
       "dataset": prep.dataset.name, "citation": prep.dataset.citation,
       "feature_names": list(prep.dataset.feature_names),
       "class_names": list(prep.dataset.class_names),
       "label_name": _label_name(prep.dataset, data),
       "standardizer": prep.scaler.to_dict(), "dtype": config.dtype,
-      "compute_dtype": config.compute_dtype}, indent=2))
+      "compute_dtype": config.compute_dtype})
+  written = ["config.json", "metrics.json", "history.csv", "params.npz", "model.json"]
   if plots:
-    _draw(out, config, prep, params, result.history, arrays)
+    written += _draw(out, config, prep, params, result.history, arrays)
+  _rundir.write_manifest(out, written, complete=True)  # last: the run is complete
   return metrics
 
 
@@ -296,34 +370,93 @@ def _label_name(ds, data) -> str | None:
   return None
 
 
-def _draw(out, config, prep, params, history, arrays) -> None:
+def _draw(out, config, prep, params, history, arrays) -> list[str]:
+  """Draw the figures (each written atomically); returns their file names."""
   from . import _plots
 
-  _plots.curves(history, out / "curves.png")
+  drawn = []
+
+  def figure(name, draw, *args, **kwargs):
+    with _rundir.atomic(out / name) as tmp:
+      draw(*args, tmp, **kwargs)
+    drawn.append(name)
+
+  figure("curves.png", _plots.curves, history)
   xt, yt = arrays["test"]
   if xt.shape[0]:
     pred = np.asarray(_model.predict(params, xt))
-    _plots.confusion(yt, pred, prep.dataset.class_names, out / "confusion_matrix.png")
-  if prep.dataset.name == "iris" or prep.dataset.n_features == 2:
-    # scikit-learn's iris example: the first two features (sepal length and width).
-    x2, y2 = arrays["train"]
-    x2 = x2[:, :2]
+    figure("confusion_matrix.png", _plots.confusion, yt, pred, prep.dataset.class_names)
+  x2, y2 = arrays["train"]
+  names, classes = prep.dataset.feature_names[:2], prep.dataset.class_names
+  if prep.dataset.n_features == 2:  # the run's own model: no second fit
+    figure("decision_regions.png", _plots.decision_regions,
+           lambda g: _model.predict(params, g), x2, y2, names, classes,
+           title=f"{prep.dataset.name}: the trained model")
+  elif prep.dataset.name == "iris":
+    # scikit-learn's iris example: a second model on the first two features only.
     cfg2 = dataclasses.replace(config, patience=None)
-    two = _train.fit(x2, y2, cfg2, n_classes=prep.dataset.n_classes).params
-    _plots.decision_regions(lambda g: _model.predict(two, g), x2, y2,
-                            prep.dataset.feature_names[:2], prep.dataset.class_names,
-                            out / "decision_regions.png",
-                            title=f"{prep.dataset.name}: model on the first two features")
+    two = _train.fit(x2[:, :2], y2, cfg2, n_classes=prep.dataset.n_classes).params
+    figure("decision_regions.png", _plots.decision_regions,
+           lambda g: _model.predict(two, g), x2[:, :2], y2, names, classes,
+           title=f"{prep.dataset.name}: a separate 2-feature model (not the trained "
+                 f"{prep.dataset.n_features}-feature one)")
+  return drawn
 
 
 def load_run(run) -> tuple[dict, dict, dict]:
-  """``(config, model info, params)`` of a finished run directory."""
+  """``(config, model info, params)`` of a finished run directory, checked.
+
+  Raises:
+    RunError: the run is incomplete, a file was changed since the run wrote it
+      (``manifest.json``), or a file is damaged or inconsistent; the message
+      names the file.
+  """
   run = pathlib.Path(run)
-  for name in ("config.json", "model.json", "params.npz"):
-    if not (run / name).exists():
-      raise FileNotFoundError(f"{run} is not a finished run: {name} is missing")
-  return (json.loads((run / "config.json").read_text()),
-          json.loads((run / "model.json").read_text()), load_params(run / "params.npz"))
+  if not run.is_dir():
+    raise RunError(f"--run {run}: no such run directory")
+  _rundir.verify_manifest(run, complete=True, need=("config.json", "model.json", "params.npz"))
+  config = _rundir.read_json(run / "config.json")
+  info = _rundir.read_json(run / "model.json")
+  params = load_params(run / "params.npz")
+  _check_model(run / "model.json", info, run / "params.npz", params)
+  return config, info, params
+
+
+def _check_model(info_path, info, params_path, params) -> None:
+  """Refuse a ``model.json`` and ``params.npz`` that do not describe one model."""
+  for key, kind in (("feature_names", list), ("class_names", list), ("standardizer", dict)):
+    if not isinstance(info.get(key), kind) or not info[key]:
+      raise RunError(f"{info_path}: {key!r} is missing or not a non-empty {kind.__name__}")
+  for key in ("feature_names", "class_names"):
+    if not all(isinstance(v, str) for v in info[key]) or len(set(info[key])) != len(info[key]):
+      raise RunError(f"{info_path}: {key!r} must be distinct strings")
+  if info.get("dtype", "float32") not in _train.DTYPES:
+    raise RunError(f"{info_path}: dtype must be one of {_train.DTYPES}, got {info['dtype']!r}")
+  if info.get("compute_dtype") not in _train.COMPUTE_DTYPES:
+    raise RunError(f"{info_path}: compute_dtype must be one of {_train.COMPUTE_DTYPES}")
+  try:
+    scaler = _data.Standardizer.from_dict(info["standardizer"])
+  except ValueError as e:
+    raise RunError(f"{info_path}: 'standardizer': {e}") from None
+  n_features, n_classes = len(info["feature_names"]), len(info["class_names"])
+  if scaler.mean.shape != (n_features,):
+    raise RunError(f"{info_path}: the standardizer has {scaler.mean.shape[0]} features, "
+                   f"feature_names {n_features}")
+  layers = [params.get("hidden"), params] if "hidden" in params else [params]
+  width = n_features
+  for i, layer in enumerate(layers):
+    if not isinstance(layer, dict) or set(layer) - {"hidden"} != {"W", "b"}:
+      raise RunError(f"{params_path}: expected arrays W and b (and hidden/W, hidden/b), "
+                     f"found {sorted(layer) if isinstance(layer, dict) else layer!r}")
+    w, b = layer["W"], layer["b"]
+    out = n_classes if i == len(layers) - 1 else w.shape[-1]
+    if w.shape != (width, out) or b.shape != (out,):
+      raise RunError(f"{params_path}: W has shape {w.shape} and b {b.shape}; model.json "
+                     f"describes {width} inputs and {out} outputs")
+    if not (np.issubdtype(w.dtype, np.floating) and np.isfinite(w).all()
+            and np.isfinite(b).all()):
+      raise RunError(f"{params_path}: the parameters are not all finite floating-point numbers")
+    width = out
 
 
 def predict_run(run, path, out=None) -> tuple[pathlib.Path, dict]:
@@ -336,6 +469,11 @@ def predict_run(run, path, out=None) -> tuple[pathlib.Path, dict]:
 
   Returns:
     ``(output path, summary)`` with ``n`` and, when labels were present, ``accuracy``.
+
+  Raises:
+    RunError: the run is incomplete, changed or damaged (see :func:`load_run`).
+    DataError: a problem with ``path``; a value that overflows the model's dtype
+      once standardised is refused with its row and column.
   """
   config, info, params = load_run(run)
   x, y = _data.read_features(path, info["feature_names"], label=info.get("label_name"),
@@ -344,18 +482,25 @@ def predict_run(run, path, out=None) -> tuple[pathlib.Path, dict]:
   dtype = np.dtype(info.get("dtype", "float32"))
   if dtype == np.float64 and not jax.config.jax_enable_x64:
     jax.config.update("jax_enable_x64", True)
-  xs = scaler.transform(np.asarray(x, np.float64)).astype(dtype)
+  with np.errstate(over="ignore", invalid="ignore"):
+    xs = scaler.transform(np.asarray(x, np.float64)).astype(dtype)
+  bad = np.argwhere(~np.isfinite(xs))
+  if bad.size:
+    i, j = bad[0]
+    raise _data.DataError(f"{path}, data row {i + 1}, column {info['feature_names'][j]!r}: "
+                          f"{float(x[i, j])!r} overflows {dtype} once standardised")
   cd = info.get("compute_dtype")
   proba = np.asarray(_model.predict_proba(params, xs,
                                           compute_dtype=None if cd is None else np.dtype(cd)))
   pred = proba.argmax(axis=1)
   out = pathlib.Path(out) if out is not None else pathlib.Path(run) / "predictions.csv"
   classes = info["class_names"]
-  with open(out, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["row", "predicted"] + [f"p_{c}" for c in classes])
-    for i, (k, p) in enumerate(zip(pred, proba, strict=True)):
-      w.writerow([i + 1, classes[k]] + [f"{v:.6g}" for v in p])
+  buf = io.StringIO()
+  w = csv.writer(buf)
+  w.writerow(["row", "predicted"] + [f"p_{c}" for c in classes])
+  for i, (k, p) in enumerate(zip(pred, proba, strict=True)):
+    w.writerow([i + 1, classes[k]] + [f"{v:.6g}" for v in p])
+  _rundir.write_text(out, buf.getvalue())
   summary: dict = {"n": int(len(pred))}
   if y is not None:
     summary["accuracy"] = float(np.mean(pred == np.asarray(y)))

@@ -57,8 +57,60 @@ def _demo(args: argparse.Namespace) -> int:
   return 0 if ok else 1
 
 
+class _Parser(argparse.ArgumentParser):
+  """An ``ArgumentParser`` whose errors are one line (``--help`` shows the usage)."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _csv(kind):
-  return lambda text: tuple(kind(t) for t in text.split(",") if t)
+  """A comma-separated list of ``kind`` values; a bad item is an argparse error naming it."""
+  name = getattr(kind, "__name__", "value")
+
+  def parse(text):
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+      raise argparse.ArgumentTypeError(f"empty list {text!r}")
+    values = []
+    for item in items:
+      try:
+        values.append(kind(item))
+      except ValueError:
+        raise argparse.ArgumentTypeError(f"{item!r} is not a valid {name}") from None
+    return tuple(values)
+
+  parse.__name__ = f"list of {name}"
+  return parse
+
+
+_BENCH_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _dtype(choices):
+  """A dtype name among ``choices``."""
+  def parse(text):
+    if text not in choices:
+      raise argparse.ArgumentTypeError(f"unknown dtype {text!r}; choose from {', '.join(choices)}")
+    return text
+
+  return parse
+
+
+def _output_path(text):
+  """A file to write: its folder must exist and it must not be a folder itself."""
+  import os
+  import pathlib
+
+  path = pathlib.Path(text)
+  parent = path.parent
+  if path.is_dir():
+    raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
+  if not parent.is_dir():
+    raise argparse.ArgumentTypeError(f"the folder {parent} of {text} does not exist")
+  if not os.access(parent, os.W_OK):
+    raise argparse.ArgumentTypeError(f"the folder {parent} of {text} is not writable")
+  return text
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -93,12 +145,24 @@ def _verify(args: argparse.Namespace) -> int:
   return 1 if any(r.status == "FAIL" for r in rows) else 0
 
 
-def _shape(text):
-  try:
-    return tuple(int(v) for v in text.lower().split("x"))
-  except ValueError as err:
-    raise argparse.ArgumentTypeError(
-        f"bad shape {text!r}; write it as NxC, e.g. 4096x1024") from err
+def _shape(*names):
+  """A shape written ``AxB`` (one positive integer per name in ``names``)."""
+  form = "x".join(names)
+  example = {2: "4096x1024", 3: "1024x128x16384"}[len(names)]
+
+  def parse(text):
+    parts = text.lower().split("x")
+    try:
+      shape = tuple(int(v) for v in parts)
+    except ValueError:
+      shape = ()
+    if len(shape) != len(names) or min(shape) < 1:
+      raise argparse.ArgumentTypeError(
+          f"bad shape {text!r}; write it as {form} with positive integers, e.g. {example}")
+    return shape
+
+  parse.__name__ = "shape"
+  return parse
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -107,6 +171,13 @@ def _bench(args: argparse.Namespace) -> int:
 
   import jax
 
+  if args.plot:
+    try:  # before any timing, not after the whole benchmark has run
+      import matplotlib  # noqa: F401
+    except ImportError:
+      print("softmax-jax bench: --plot needs matplotlib: pip install 'softmax_jax[train]'",
+            file=sys.stderr)
+      return 2
   if args.backend:
     jax.config.update("jax_platforms", args.backend)
   from . import bench
@@ -174,7 +245,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog="softmax-jax",
       description="Softmax, its analytic Jacobian and cross-entropy in JAX.",
   )
@@ -196,19 +267,23 @@ def main(argv: list[str] | None = None) -> int:
   verify.set_defaults(func=_verify)
   bench = sub.add_parser("bench", help="time the functions beside jax.nn and optax")
   bench.add_argument("--backend", choices=("cpu", "gpu", "tpu"), help="JAX platform to use")
-  bench.add_argument("--dtype", type=_csv(str), default=("float32", "bfloat16"))
-  bench.add_argument("--shapes", type=_csv(_shape), default=((4096, 1024), (512, 32768)),
+  bench.add_argument("--dtype", "--dtypes", type=_csv(_dtype(_BENCH_DTYPES)),
+                     default=("float32", "bfloat16"),
+                     help=f"comma-separated, from {', '.join(_BENCH_DTYPES)}")
+  bench.add_argument("--shapes", type=_csv(_shape("N", "C")),
+                     default=((4096, 1024), (512, 32768)),
                      help="row-op shapes NxC (default 4096x1024,512x32768)")
-  bench.add_argument("--jacobian-shape", type=_shape, default=(256, 128))
-  bench.add_argument("--product-shape", type=_shape, default=(8, 4096))
-  bench.add_argument("--linear-shape", type=_shape, default=(1024, 128, 16384),
+  bench.add_argument("--jacobian-shape", type=_shape("N", "C"), default=(256, 128))
+  bench.add_argument("--product-shape", type=_shape("N", "C"), default=(8, 4096))
+  bench.add_argument("--linear-shape", type=_shape("N", "H", "V"), default=(1024, 128, 16384),
                      help="tokens x hidden x vocabulary of linear_xent_fwd_bwd")
   bench.add_argument("--ops", type=_csv(str), help="comma-separated subset of the operations")
-  bench.add_argument("--repeats", type=int, default=15)
-  bench.add_argument("--json", metavar="PATH")
-  bench.add_argument("--csv", metavar="PATH")
-  bench.add_argument("--markdown", metavar="PATH")
-  bench.add_argument("--plot", metavar="PATH", help="bar chart of fraction of copy bandwidth")
+  bench.add_argument("--repeats", type=_cli_train.integer(1), default=15)
+  bench.add_argument("--json", metavar="PATH", type=_output_path)
+  bench.add_argument("--csv", metavar="PATH", type=_output_path)
+  bench.add_argument("--markdown", metavar="PATH", type=_output_path)
+  bench.add_argument("--plot", metavar="PATH", type=_output_path,
+                     help="bar chart of fraction of copy bandwidth")
   bench.set_defaults(func=_bench)
   _cli_train.add_parsers(sub)
   args = parser.parse_args(argv)

@@ -99,3 +99,32 @@ def test_an_implementation_that_fails_is_a_failed_row_and_the_rest_still_run(mon
   base = next(x for x in text.splitlines() if x.startswith("| softmax | jax.nn.softmax"))
   assert float(base.split("|")[5]) > 0  # the baseline was still timed
   assert "| log_softmax | softmax_jax" in text and "WRONG" not in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shapes", "64x16x3"], "argument --shapes: bad shape '64x16x3'; write it as NxC"),
+    (["--shapes", "64x0"], "bad shape '64x0'"),
+    (["--linear-shape", "16x8"], "argument --linear-shape: bad shape '16x8'; write it as NxHxV"),
+    (["--dtypes", "float16x"], "unknown dtype 'float16x'; choose from float32, bfloat16"),
+    (["--dtype", "float32,float16x"], "unknown dtype 'float16x'"),
+    (["--dtype", ","], "empty list ','"),
+    (["--repeats", "0"], "argument --repeats: must be an integer >= 1, got '0'"),
+    (["--json", "/no/such/folder/b.json"], "the folder /no/such/folder of /no/such/folder/b.json "
+                                           "does not exist"),
+])
+def test_bad_arguments_are_one_line_errors(argv, message, monkeypatch, capsys):
+  monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("timed before checking"))
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(["bench", *argv])
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err
+  assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_plot_without_matplotlib_is_refused_before_timing(monkeypatch, tmp_path, capsys):
+  import sys
+
+  monkeypatch.setitem(sys.modules, "matplotlib", None)
+  monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("timed before checking"))
+  assert cli.main(TINY + ["--plot", str(tmp_path / "p.png")]) == 2
+  assert "--plot needs matplotlib: pip install 'softmax_jax[train]'" in capsys.readouterr().err

@@ -160,3 +160,160 @@ def test_two_processes_on_one_machine(tmp_path):
   a, b = np.load(tmp_path / "mh" / "params.npz"), np.load(single / "params.npz")
   for k in a.files:
     np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def _code(argv) -> int:
+  """``main``'s exit status, also when argparse exits."""
+  try:
+    return main(argv)
+  except SystemExit as e:
+    return e.code
+
+
+def _one_line_error(capsys) -> str:
+  err = capsys.readouterr().err
+  assert "Traceback" not in err and err.count("\n") == 1, err
+  return err
+
+
+@pytest.fixture
+def toy_csv(tmp_path):
+  path = tmp_path / "toy.csv"
+  path.write_text("a,b,kind\n" + "".join(f"{i % 7},{i % 3},{'xy'[i % 2]}\n" for i in range(40)))
+  return path
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--checkpoint-every", "0"], "argument --checkpoint-every: must be an integer >= 1, got '0'"),
+    (["--batch-size", "0"], "argument --batch-size: must be a positive integer or 'full'"),
+    (["--epochs", "0"], "argument --epochs: must be an integer >= 1"),
+    (["--lr", "nan"], "argument --lr: must be a finite number >= 0"),
+    (["--val-fraction", "1.5"], "argument --val-fraction: must be a finite number in [0, 1)"),
+    (["--val-fraction", "0.5", "--test-fraction", "0.5"],
+     "--val-fraction 0.5 + --test-fraction 0.5 must be < 1"),
+    (["--features", "3"], "--features applies to --dataset blobs only; iris has its own"),
+    (["--dataset", "digits", "--classes", "4"], "--classes applies to --dataset blobs only"),
+    (["--label", "2"], "--label applies to CSV files only"),
+    (["--patience", "3", "--val-fraction", "0"], "--patience (early stopping) needs a validation"),
+    (["--dataset", "blobs", "--n-samples", "6", "--classes", "3"],
+     "6 samples in 3 classes are too few for the split"),
+])
+def test_user_errors_are_one_line_naming_the_flag(argv, message, tmp_path, capsys):
+  assert _code(["train", "--out", str(tmp_path / "o"), "--quiet", *argv]) == 2
+  assert message in _one_line_error(capsys)
+  assert not (tmp_path / "o").exists()
+
+
+def test_label_is_numbered_from_1_like_its_errors(toy_csv, tmp_path, capsys):
+  common = ["train", "--dataset", str(toy_csv), "--quiet", "--no-plots", "--epochs", "1"]
+  assert _code([*common, "--label", "0", "--out", str(tmp_path / "a")]) == 2
+  assert "columns are numbered from 1" in _one_line_error(capsys)
+  assert _code([*common, "--label", "4", "--out", str(tmp_path / "b")]) == 2
+  assert "there is no label column 4 (the file has 3 columns: 'a' (1)" in _one_line_error(capsys)
+  assert _code([*common, "--label", "3", "--out", str(tmp_path / "c")]) == 0  # 'kind'
+  assert json.loads((tmp_path / "c" / "model.json").read_text())["label_name"] == "kind"
+  headless = tmp_path / "headless.csv"
+  headless.write_text("1,2,0\n3,4,1\n5,6,0\n")
+  assert _code([*common[:2], str(headless), "--out", str(tmp_path / "d")]) == 2
+  assert "headless.csv, line 1: the first line is data, not a header" in _one_line_error(capsys)
+
+
+def test_unusable_out_directories(iris_run, tmp_path, capsys):
+  import os
+
+  from softmax_jax._rundir import RunLock
+
+  afile = tmp_path / "afile"
+  afile.write_text("x")
+  assert _code(["train", "--out", str(afile), "--quiet"]) == 2
+  assert f"--out {afile} is a file, not a directory" in _one_line_error(capsys)
+  if os.geteuid() != 0:  # permissions do not bind root: use a read-only file system then
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    target, expect = ro / "run", f"{ro} is not writable"
+  else:
+    target, expect = "/sys/softmax-jax-run", "cannot write /sys/softmax-jax-run: "
+  assert _code(["train", "--out", str(target), "--quiet", "--no-plots", "--epochs", "1"]) == 2
+  assert expect in _one_line_error(capsys)
+  held = tmp_path / "held"
+  with RunLock(held):
+    assert _code(["train", "--out", str(held), "--overwrite", "--quiet", "--epochs", "1"]) == 2
+  assert f"in use by another run (pid {os.getpid()}" in _one_line_error(capsys)
+
+
+def test_damaged_run_files_name_the_file(iris_run, tmp_path, capsys):
+  import shutil
+
+  from softmax_jax._data import _DATA_DIR
+
+  run = tmp_path / "r"
+  shutil.copytree(iris_run, run)
+  (run / "config.json").write_text('{"train": {"epochs": 3,}}')
+  assert _code(["train", "--resume", str(run), "--quiet"]) == 2
+  assert f"{run / 'config.json'}, line 1, column 24: not valid JSON" in _one_line_error(capsys)
+  run = tmp_path / "r2"
+  shutil.copytree(iris_run, run)
+  (run / "model.json").write_text("[]")
+  assert _code(["predict", "--run", str(run), str(_DATA_DIR / "iris.csv")]) == 2
+  assert f"{run / 'model.json'} was changed after the run wrote it" in _one_line_error(capsys)
+  assert _code(["predict", "--run", str(tmp_path / "none"), str(_DATA_DIR / "iris.csv")]) == 2
+  assert "no such run directory" in _one_line_error(capsys)
+
+
+def test_missing_train_extra_is_reported_before_any_work(tmp_path, monkeypatch, capsys):
+  monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+  assert _code(["train", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+  err = _one_line_error(capsys)
+  assert "needs matplotlib" in err and "pip install 'softmax_jax[train]'" in err
+  assert not (tmp_path / "o").exists()
+  monkeypatch.setitem(sys.modules, "orbax.checkpoint", None)
+  assert _code(["train", "--out", str(tmp_path / "o"), "--quiet", "--no-plots"]) == 2
+  assert "needs orbax" in _one_line_error(capsys)
+
+
+def _start(tmp_path, *extra):
+  """A long training run in a subprocess; returns it once its first epoch is under way."""
+  import time
+
+  out = tmp_path / "sig"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.Popen([sys.executable, "-m", "softmax_jax", "train", "--out", str(out),
+                           "--epochs", "1000000", "--checkpoint-every", "100000", "--quiet",
+                           "--no-plots", *extra], env=env, cwd=tmp_path, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  deadline = time.monotonic() + 120
+  while not (out / "manifest.json").exists():  # written just before training starts
+    assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+    time.sleep(0.05)
+  time.sleep(0.5)
+  return proc, out
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_checkpoints_and_prints_the_resume_hint(tmp_path, capsys, sig, code):
+  import re
+  import signal
+
+  proc, out = _start(tmp_path)
+  proc.send_signal(getattr(signal, sig))
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == code, err
+  assert "Traceback" not in err and err.count("\n") == 1, err
+  done = re.search(rf"{sig}: interrupted after epoch (\d+) \(checkpoint written\); continue "
+                   rf"with `softmax-jax train --resume {re.escape(str(out))}`", err)
+  assert done, err
+  epochs = int(done.group(1)) + 1
+  assert main(["train", "--resume", str(out), "--epochs", str(epochs), "--quiet",
+               "--no-plots"]) == 0
+  assert json.loads((out / "metrics.json").read_text())["epochs"] == epochs
+
+
+def test_a_second_signal_stops_at_once(tmp_path):
+  import signal
+
+  proc, out = _start(tmp_path)
+  proc.send_signal(signal.SIGINT)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == -signal.SIGTERM, err  # killed by it, as the default action does
+  assert "Traceback" not in err

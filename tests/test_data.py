@@ -475,11 +475,18 @@ def test_csv_non_integer_numeric_label(tmp_path):
     load_csv(write(tmp_path, "a,b,kind\n1,2,1\n1,2,2.5\n"))
 
 
-@pytest.mark.parametrize("label", ["species", 3, -4])
-def test_csv_unknown_label_column(tmp_path, label):
-  pattern = at(1) + rf": there is no label column '?{label}'?.*'a' \(1\), 'b' \(2\), 'kind' \(3\)"
+@pytest.mark.parametrize("label, shown", [("species", "'species'"), (3, "4"),
+                                          (-4, r"-4 \(counting from the end\)")])
+def test_csv_unknown_label_column(tmp_path, label, shown):
+  """Messages number columns from 1: index 3 is the fourth column."""
+  pattern = at(1) + rf": there is no label column {shown} .*'a' \(1\), 'b' \(2\), 'kind' \(3\)"
   with pytest.raises(DataError, match=pattern):
     load_csv(write(tmp_path, TOY), label=label)
+
+
+def test_csv_without_a_header_is_refused(tmp_path):
+  with pytest.raises(DataError, match=at(1) + r": the first line is data, not a header"):
+    load_csv(write(tmp_path, "1,2,0\n3,4,1\n5,6,0\n"))
 
 
 def test_csv_label_wrong_type(tmp_path):

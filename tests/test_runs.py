@@ -7,8 +7,18 @@ import jax
 import numpy as np
 import pytest
 
+from softmax_jax import _rundir
 from softmax_jax._checkpoint import CheckpointError
-from softmax_jax._runs import DataConfig, Interrupted, load_params, predict_run, train_run
+from softmax_jax._data import DataError
+from softmax_jax._rundir import RunError
+from softmax_jax._runs import (
+  DataConfig,
+  Interrupted,
+  _save_params,
+  load_params,
+  predict_run,
+  train_run,
+)
 from softmax_jax.train import TrainConfig
 
 CFG = TrainConfig(epochs=12, batch_size=16, hidden=3, learning_rate=0.05)
@@ -44,6 +54,12 @@ def test_outputs(full_run):
   config = json.loads((out / "config.json").read_text())
   assert TrainConfig.from_dict(config["train"]) == CFG
   assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["10", "12"]
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert manifest["complete"] and manifest["version"]
+  assert set(manifest["files"]) == {"config.json", "model.json", "params.npz", "metrics.json",
+                                    "history.csv"}
+  assert manifest["files"]["params.npz"] == _rundir.sha256(out / "params.npz")
+  assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]  # renamed into place
 
 
 @pytest.mark.parametrize("drop_interrupt_checkpoint", [False, True])
@@ -70,7 +86,7 @@ def test_resume_with_another_config_is_refused(full_run, tmp_path):
   with pytest.raises(CheckpointError, match=r"belongs to another run \(l2: checkpoint 0.001, "
                                             r"this run 0.5\)"):
     train_run(other, DATA, out, resume=True, plots=False)
-  with pytest.raises(CheckpointError, match="training_data_sha256"):
+  with pytest.raises(CheckpointError, match="data_sha256"):
     train_run(CFG, DataConfig(dataset="iris", seed=3), out, resume=True, plots=False)
   before = _params(out)
   assert all(np.array_equal(p, q) for p, q in zip(before, _params(full_run[0]), strict=True))
@@ -159,3 +175,118 @@ def test_ctrl_c_waits_for_the_checkpoint_write(handler):
     assert signal.getsignal(signal.SIGINT) is before  # an ignored Ctrl-C stays ignored
   finally:
     signal.signal(signal.SIGINT, saved)
+
+
+IRIS_ROW = ("sepal_length,sepal_width,petal_length,petal_width,species\n"
+            "5.1,3.5,1.4,0.2,setosa\n")
+
+
+def _edit_json(path, change):
+  obj = json.loads(path.read_text())
+  change(obj)
+  path.write_text(json.dumps(obj))
+
+
+@pytest.mark.parametrize("tamper", ["class_names", "standardizer", "dtype", "nan_params",
+                                    "no_manifest", "bad_json", "not_npz"])
+def test_predict_refuses_a_tampered_run(full_run, tmp_path, tamper):
+  out = tmp_path / "run"
+  shutil.copytree(full_run[0], out)
+  src = tmp_path / "new.csv"
+  src.write_text(IRIS_ROW)
+  if tamper == "class_names":
+    _edit_json(out / "model.json", lambda m: m["class_names"].reverse())
+  elif tamper == "standardizer":
+    _edit_json(out / "model.json", lambda m: m["standardizer"]["mean"].__setitem__(0, 9.0))
+  elif tamper == "dtype":
+    _edit_json(out / "model.json", lambda m: m.__setitem__("dtype", "float64"))
+  elif tamper == "nan_params":
+    params = load_params(out / "params.npz")
+    params["W"][0, 0] = np.nan
+    _save_params(params, out / "params.npz")
+  elif tamper == "no_manifest":
+    (out / "manifest.json").unlink()
+  elif tamper == "bad_json":
+    (out / "config.json").write_text("{not json")
+  else:
+    (out / "params.npz").write_bytes(b"junk")
+  name = {"no_manifest": "manifest.json", "bad_json": "config.json", "nan_params": "params.npz",
+          "not_npz": "params.npz"}.get(tamper, "model.json")
+  with pytest.raises(RunError, match=rf"{out / name} (was changed|is missing)"):
+    predict_run(out, src)
+  if tamper in ("nan_params", "bad_json", "not_npz", "class_names"):  # without the manifest too
+    _rundir.write_manifest(out, ["config.json", "model.json", "params.npz"], complete=True)
+    what = {"nan_params": "not all finite", "bad_json": "line 1, column 2: not valid JSON",
+            "not_npz": "not a readable parameter file", "class_names": None}[tamper]
+    if what is None:  # consistent but reversed: only the manifest can tell
+      return
+    with pytest.raises(RunError, match=rf"{out / name}.*{what}"):
+      predict_run(out, src)
+
+
+def test_predict_refuses_an_interrupted_run_and_an_overflowing_input(full_run, tmp_path):
+  out = tmp_path / "run"
+  with pytest.raises(Interrupted):
+    train_run(CFG, DATA, out, checkpoint_every=5, plots=False, stop_after=3)
+  src = tmp_path / "new.csv"
+  src.write_text(IRIS_ROW)
+  with pytest.raises(RunError, match="did not finish.*--resume"):
+    predict_run(out, src)
+  src.write_text(IRIS_ROW + "1e300,3.5,1.4,0.2,setosa\n")
+  with pytest.raises(DataError, match=r"data row 2, column 'sepal_length': 1e\+300 overflows "
+                                      "float32"):
+    predict_run(full_run[0], src)
+
+
+def test_resume_refuses_an_edited_run_and_history(full_run, tmp_path):
+  out = tmp_path / "run"
+  shutil.copytree(full_run[0], out)
+  cfg = TrainConfig(**{**CFG.to_dict(), "epochs": 14})
+  _edit_json(out / "config.json", lambda c: c["train"].__setitem__("l2", 0.5))
+  with pytest.raises(RunError, match="config.json was changed"):
+    train_run(cfg, DATA, out, resume=True, plots=False)
+  shutil.rmtree(out)
+  shutil.copytree(full_run[0], out)
+  meta = out / "checkpoints" / "12" / "meta" / "metadata"
+  _edit_json(meta, lambda m: m["history"][3].__setitem__("train_loss", 0.125))
+  with pytest.raises(CheckpointError, match="history does not match"):
+    train_run(cfg, DATA, out, resume=True, plots=False)
+
+
+def test_overwrite_clears_the_previous_run(full_run, tmp_path):
+  out = tmp_path / "run"
+  shutil.copytree(full_run[0], out)
+  (out / "curves.png").write_bytes(b"old plot")
+  (out / "notes.txt").write_text("mine")
+  short = TrainConfig(**{**CFG.to_dict(), "epochs": 5})
+  train_run(short, DATA, out, checkpoint_every=5, plots=False, overwrite=True)
+  assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["5"]
+  assert not (out / "curves.png").exists() and (out / "notes.txt").read_text() == "mine"
+  with pytest.raises(ValueError, match="has done 5 epochs already; epochs=4"):
+    train_run(TrainConfig(**{**CFG.to_dict(), "epochs": 4}), DATA, out, resume=True,
+              plots=False)
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path):
+  import os
+
+  out = tmp_path / "run"
+  cfg = TrainConfig(epochs=2, batch_size=None)
+  with _rundir.RunLock(out):
+    with pytest.raises(RunError, match=rf"in use by another run \(pid {os.getpid()}"):
+      train_run(cfg, DATA, out, plots=False)
+  (out / ".lock").write_text("999999\n")  # left by a process that died: no flock held
+  assert train_run(cfg, DATA, out, plots=False)["epochs"] == 2
+
+
+def test_too_small_a_data_set_is_refused_and_metrics_are_strict_json(tmp_path):
+  tiny = DataConfig(dataset="blobs", n_samples=6, n_classes=3)
+  with pytest.raises(DataError, match="6 samples in 3 classes are too few for the split: the "
+                                      r"val part \(--val-fraction 0.15\) would be empty"):
+    train_run(TrainConfig(epochs=1), tiny, tmp_path / "t", plots=False)
+  assert not (tmp_path / "t").exists()
+  data = DataConfig(dataset="blobs", n_samples=60, val_fraction=0)
+  metrics = train_run(TrainConfig(epochs=2), data, tmp_path / "v", plots=False)
+  text = (tmp_path / "v" / "metrics.json").read_text()
+  assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in metrics.json"))
+  assert metrics["val"] == {"n": 0, "accuracy": None, "log_loss": None}
