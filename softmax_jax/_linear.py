@@ -78,8 +78,8 @@ class _Coefs(NamedTuple):
   log_s: jax.Array  # log s
   lse: jax.Array
   comp: jax.Array  # 1 − y_t
-  g: jax.Array  # 1 on counted rows, 0 on skipped ones, NaN on rows with a bad label
-  lse_g: jax.Array  # 1 on counted rows, else 0 (the lse output's mask)
+  g: jax.Array  # 1 on counted rows, else 0
+  bad: jax.Array  # counted rows with a bad label: NaN derivatives
   coef: jax.Array  # ε / K
 
 
@@ -174,10 +174,9 @@ def _coefs(rows: _Rows, code, cfg: _Config):
   bad = counted & ~(info.is_class & (shifted_t[:, 0] != -jnp.inf))
   loss = nm.finish(loss[:, 0], counted, bad)
   ones = jnp.ones_like(lse)
-  g = nm.finish(ones[:, 0], counted, bad)[:, None]
-  lse_g = jnp.where(counted[:, None], ones, 0)
+  g = jnp.where(counted[:, None], ones, 0)
   lse_out = jnp.where(counted, lse[:, 0], 0)
-  return loss, lse_out, counted, _Coefs(st.m, log_s, lse, comp, g, lse_g, coef)
+  return loss, lse_out, counted, _Coefs(st.m, log_s, lse, comp, g, bad[:, None], coef)
 
 
 def _chunk_jacobian(h, w_j, b_j, start, index, c: _Coefs, cfg: _Config):
@@ -194,8 +193,10 @@ def _chunk_jacobian(h, w_j, b_j, start, index, c: _Coefs, cfg: _Config):
   keep = 1 - cfg.eps
   label = -keep * c.comp + (a - keep) * y - c.coef  # (a y_t − (1 − ε)) without cancelling
   is_t = lax.broadcasted_iota(jnp.int32, z.shape, 1) + start == index
-  d_loss = c.g * jnp.where(is_t, label, d_loss)
-  d_lse = c.lse_g * y
+  # NaN by a select, not a product: a bad row's NaN then stays in its own derivatives
+  # (a second derivative across rows is 0, not NaN·0).
+  d_loss = jnp.where(c.bad, jnp.nan, c.g * jnp.where(is_t, label, d_loss))
+  d_lse = c.g * y
   if th is not None:
     chain = 1 - jnp.square(th)
     d_loss, d_lse = d_loss * chain, d_lse * chain
@@ -240,11 +241,17 @@ def _tangents(h, w, b, code, c: _Coefs, cfg: _Config, dh, dw, db):
     if dh is not None and w.dtype == acc:  # (transposed: d h += dz W_cᵀ)
       zdot = zdot + jnp.dot(dh, w_j)
     elif dh is not None:
-      # Half precision: Σ_k ḣ_ik (J W_cᵀ)_ik, so that (transposed) the product is in
-      # the weight's dtype with float32 sums and d h is summed in float32 over chunks.
-      out = out + jnp.stack([jnp.sum(dh * jnp.dot(j.astype(w.dtype), w_j.T,
-                                                  preferred_element_type=acc), axis=-1)
-                             for j in jac])
+      # Half precision: Σ_k ḣ_ik (J W_cᵀ)_ik, so that (transposed) d h is summed in float32
+      # over the chunks.  On accelerators J W_cᵀ is a product in the weight's dtype with
+      # float32 sums (the speed of bfloat16 matrix units; J rounded to bfloat16, as the
+      # gradient will be); the CPU, which has no bfloat16 product, keeps J in float32.
+      def product(rounded):
+        return lambda: jnp.stack([
+            jnp.dot(j.astype(w.dtype), w_j.T, preferred_element_type=acc) if rounded
+            else jnp.dot(j, w_j.T.astype(acc)) for j in jac])
+
+      a = lax.platform_dependent(cpu=product(False), default=product(True))
+      out = out + jnp.sum(a * dh, axis=-1)
     if dw_j is not None:  # (transposed: d W_c = hᵀ dz, in the weight's dtype)
       zdot = zdot + jnp.dot(h, dw_j).astype(acc)
     if db_j is not None:
@@ -348,7 +355,10 @@ def linear_cross_entropy(
   A token counts unless its label is ``ignore_index`` or its row has no valid
   class (all logits ``−inf``: loss 0, gradient 0).  A counted token whose label
   is outside ``[0, V)`` or points at a ``−inf`` class has a NaN loss and makes
-  the gradient NaN, never a silently clamped value.
+  the gradient NaN, never a silently clamped value (second derivatives between
+  it and other rows stay 0).  With half-precision inputs on an accelerator,
+  the ``hidden`` part of a forward-mode tangent multiplies ``∂ℓ/∂z`` rounded to
+  the weight's dtype (the bfloat16 matrix units); the CPU keeps it in float32.
 
   Examples:
     >>> import jax, jax.numpy as jnp
