@@ -391,6 +391,19 @@ def _os_error(e: OSError) -> str:
   return f"cannot write{where}: {e.strerror or e}"
 
 
+def _compilation_cache(jax) -> None:
+  """JAX's persistent compilation cache, so that a repeated run skips the epoch's compilation.
+
+  In ``$JAX_COMPILATION_CACHE_DIR`` if set, else ``~/.cache/softmax_jax/jax`` (or under
+  ``$XDG_CACHE_HOME``).  A command-line program's choice; the library sets nothing.
+  """
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
+    return
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  jax.config.update("jax_compilation_cache_dir", os.path.join(base, "softmax_jax", "jax"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 def _train(args: argparse.Namespace) -> int:
   with _Signals() as signals:
     return _train_with(args, signals)
@@ -421,6 +434,7 @@ def _train_with(args: argparse.Namespace, signals: _Signals) -> int:
     return 2
   import jax
 
+  _compilation_cache(jax)
   from ._runs import Interrupted, train_run
 
   try:

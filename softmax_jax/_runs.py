@@ -328,11 +328,17 @@ def _write_outputs(out, config, data, prep, result, seconds, plots, mesh=None) -
   metrics: dict = {"dataset": prep.dataset.name, "n_classes": prep.dataset.n_classes,
                    "n_features": prep.dataset.n_features}
   arrays = {part: prep.arrays(part, dtype) for part in ("train", "val", "test")}
+  # One compiled call per split (op by op it took a compilation per operation and shape).
+  scores = jax.jit(lambda p, xs, ys: (*_train.evaluate(p, xs, ys, compute_dtype=cd),
+                                      _model.loss(p, xs, ys, l2=config.l2, compute_dtype=cd)))
   for part, (xs, ys) in arrays.items():
-    loss, acc = _train.evaluate(params, xs, ys, compute_dtype=cd)
+    if xs.shape[0]:
+      loss, acc, objective = scores(params, xs, ys)
+    else:
+      loss = acc = objective = float("nan")
     metrics[part] = {"n": int(xs.shape[0]), "accuracy": float(acc), "log_loss": float(loss)}
-  metrics["train"]["objective"] = float(_model.loss(params, *arrays["train"], l2=config.l2,
-                                                    compute_dtype=cd))
+    if part == "train":
+      metrics[part]["objective"] = float(objective)
   metrics.update(epochs=int(result.state.epoch), stopped_early=result.stopped_early,
                  seconds_this_session=seconds, mesh=mesh, **_device_info())
   if result.stopped_early:

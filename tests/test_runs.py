@@ -290,3 +290,23 @@ def test_too_small_a_data_set_is_refused_and_metrics_are_strict_json(tmp_path):
   text = (tmp_path / "v" / "metrics.json").read_text()
   assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in metrics.json"))
   assert metrics["val"] == {"n": 0, "accuracy": None, "log_loss": None}
+
+
+def test_a_default_run_compiles_few_programs(tmp_path):
+  """The default iris run (no plots) compiles: the initial state, the epoch, and one
+  scoring program per split; op-by-op dispatch would add dozens.  An upper bound,
+  as programs other tests compiled already are not compiled again."""
+  from jax import monitoring
+
+  compiles = []
+
+  def listen(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(duration)
+
+  monitoring.register_event_duration_secs_listener(listen)
+  try:
+    train_run(TrainConfig(epochs=3), DATA, tmp_path / "run", plots=False)
+  finally:
+    monitoring.unregister_event_duration_listener(listen)
+  assert len(compiles) <= 5, len(compiles)
