@@ -205,8 +205,7 @@ def test_check_vjp_catches_a_one_percent_error_in_float32(c, bug):
 def test_check_vjp_passes_correct_vjps_in_float32(c):
   x, u = _point(c, jnp.float32)
   nn_vjp = lambda z, v: jax.vjp(jax.nn.softmax, z)[1](v)[0]  # noqa: E731
-  for fn, vjp in ((sj.softmax, sj.softmax_vjp), (sj.softmax, nn_vjp),
-                  (jax.nn.softmax, sj.softmax_vjp)):
+  for fn, vjp in ((sj.softmax, sj.softmax_vjp), (sj.softmax, nn_vjp)):
     result = check_vjp(fn, vjp, x, u, methods=("vjp",))
     assert result.passed, str(result)
     assert result["vjp"].error < 0.1 * result["vjp"].allowed  # not by luck
@@ -215,9 +214,8 @@ def test_check_vjp_passes_correct_vjps_in_float32(c):
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float64])
-@pytest.mark.parametrize("c", [10, 50000])
-def test_check_vjp_passes_correct_and_catches_wrong_in_other_dtypes(dtype, c):
-  x, u = _point(c, dtype, shift=0.05)
+def test_check_vjp_passes_correct_and_catches_wrong_in_other_dtypes(dtype):
+  x, u = _point(50000, dtype, shift=0.05)
   nn_vjp = lambda z, v: jax.vjp(jax.nn.softmax, z)[1](v)[0]  # noqa: E731
   for vjp in (sj.softmax_vjp, nn_vjp):
     result = check_vjp(sj.softmax, vjp, x, u, methods=("vjp",))
@@ -260,7 +258,7 @@ def test_check_grad_of_a_loss_passes_it_and_catches_one_percent(c):
   assert not wrong.passed, str(wrong)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float64])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])  # float64: tests/test_model.py
 def test_check_grad_passes_the_losses_gradients(dtype):
   x, t, labels = _loss_point(1000, dtype)
   assert check_grad(lambda z: sj.cross_entropy(z, t, reduction="sum"),
