@@ -291,7 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(["demo", *(argv or [])])
   if args.command == "demo" and args.classes < 2:
     parser.error("--classes must be at least 2")
-  return args.func(args)
+  try:
+    return args.func(args)
+  except OSError as e:  # last resort, for faults of the machine (a full or read-only disk)
+    where = f"{e.filename}: " if e.filename else ""
+    print(f"{parser.prog} {args.command}: {where}{e.strerror or e}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

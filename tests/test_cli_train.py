@@ -317,3 +317,17 @@ def test_a_second_signal_stops_at_once(tmp_path):
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == -signal.SIGTERM, err  # killed by it, as the default action does
   assert "Traceback" not in err
+
+
+def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
+  import errno
+
+  from softmax_jax import _rundir
+
+  def full(path, text):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+  monkeypatch.setattr(_rundir, "write_text", full)  # stands in for a full disk
+  out = tmp_path / "o"
+  assert _code(["train", "--out", str(out), "--quiet", "--no-plots", "--epochs", "1"]) == 2
+  assert f"cannot write {out / 'config.json'}: No space left on device" in _one_line_error(capsys)
