@@ -42,7 +42,7 @@ from ._losses import (
 )
 from ._softmax import log_softmax, logsumexp, sigmoid, sigmoid_derivative, softmax
 from ._tolerances import bound
-from .verify import _x64, central_difference, compare
+from .verify import _central_difference, _x64, compare
 
 FULL = {"dtypes": ("float64", "float32", "bfloat16", "float16"),
         "classes": (2, 10, 1000, 32768),
@@ -413,8 +413,8 @@ CHECKS: dict[str, Check] = {
 
 def _fd(f, x, v):
   """Directional central difference of ``f`` at ``x`` along ``v`` in float64, shaped like
-  ``f(x)``, and its Richardson error estimate."""
-  value, error = central_difference(f, x, v, batched=True)
+  ``f(x)``, and its error estimate (:func:`softmax_jax.verify._central_difference`)."""
+  value, error = _central_difference(f, x, v, batched=True)
   shape = jax.eval_shape(f, x).shape
   return value.reshape(shape), error.reshape(shape)
 

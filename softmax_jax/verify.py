@@ -225,7 +225,7 @@ def _x64():
   return jax.enable_x64(True)
 
 
-def central_difference(fn, x, v, *, batched: bool = False):
+def _central_difference(fn, x, v, *, batched: bool = False):
   """``(f(x + h v) − f(x − h v)) / 2h`` in float64 and its error estimate, as JAX arrays.
 
   Entries where ``f`` is not finite are set to 0.  The second result
@@ -266,8 +266,8 @@ def central_difference(fn, x, v, *, batched: bool = False):
 
 
 def _fd_directional(fn, x, v):
-  """:func:`central_difference` as NumPy arrays: ``(derivative, error estimate)``."""
-  d, err = central_difference(fn, x, v)
+  """:func:`_central_difference` as NumPy arrays: ``(derivative, error estimate)``."""
+  d, err = _central_difference(fn, x, v)
   return np.asarray(d), np.asarray(err)
 
 
@@ -424,12 +424,12 @@ def check_jacobian(
     x: the point, any pytree of floating arrays.
     methods: any of ``"jacfwd"``, ``"jacrev"``, ``"fd"`` (central differences
       in float64, four evaluations of ``fn`` per input coordinate of one
-      example; their Richardson error estimate is added to the bound).
+      example; twice their error estimate is added to the bound).
     batch_dims: number of leading axes of every leaf of ``x`` (and of
       ``fn(x)``) that index independent examples.
     rtol, atol: replace the defaults of the bound ``rtol·max(M, S) + atol``:
       ``rtol = c ε + 2 ε_acc √n`` from the dtype (``softmax_jax._tolerances``)
-      and ``atol = 0``.
+      and ``atol`` its underflow floor (``c`` times the smallest normal number).
 
   Returns:
     A :class:`CheckResult`; ``worst_index`` is ``(batch…, output…, input…)``.
@@ -515,7 +515,8 @@ def check_grad(
   ``x``.  Each entry is held to ``rtol·max(M, S)``: ``S`` the largest entry of
   the reference gradient in its leaf, ``M`` the ``Σ|terms|`` behind the entry
   in JAX's reverse-mode program, ``n`` in ``rtol`` the size of ``x``.
-  ``rtol`` / ``atol`` replace the defaults ``c ε + 2 ε_acc √n`` and 0.
+  ``rtol`` / ``atol`` replace the defaults ``c ε + 2 ε_acc √n`` and the
+  dtype's underflow floor.
   """
   _check_float(x, "x")
   out = jax.eval_shape(loss_fn, x)
@@ -544,7 +545,8 @@ def check_jvp(fn, jvp_fn, x, tangent, *, methods=("jvp", "fd"), rtol=None, atol=
   reference in its output leaf, ``M`` the ``Σ|terms|`` behind the entry in
   JAX's JVP program (``jax.linearize``), ``n`` in ``rtol`` the larger of the
   sizes of ``x`` and ``fn(x)``.
-  ``rtol`` / ``atol`` replace the defaults ``c ε + 2 ε_acc √n`` and 0.
+  ``rtol`` / ``atol`` replace the defaults ``c ε + 2 ε_acc √n`` and the
+  dtype's underflow floor.
   """
   _check_float(x, "x")
   _check_float(tangent, "tangent")
@@ -574,7 +576,8 @@ def check_vjp(fn, vjp_fn, x, cotangent, *, methods=("vjp", "fd"), rtol=None, ato
   JAX's pullback, ``n`` in ``rtol`` the larger of the sizes of ``x`` and
   ``fn(x)``.  The ``"fd"`` method builds the whole Jacobian (four evaluations
   of ``fn`` per input entry): keep it to small inputs.
-  ``rtol`` / ``atol`` replace the defaults ``c ε + 2 ε_acc √n`` and 0.
+  ``rtol`` / ``atol`` replace the defaults ``c ε + 2 ε_acc √n`` and the
+  dtype's underflow floor.
   """
   _check_float(x, "x")
   _check_float(cotangent, "cotangent")
