@@ -85,7 +85,19 @@ def prepare(data: DataConfig) -> Prepared:
           f"{data.dataset}: {ds.n_samples} samples in {ds.n_classes} classes are too few for "
           f"the split: the {part} part (--{part}-fraction {fraction}) would be empty; give "
           f"more data or --{part}-fraction 0")
-  return Prepared(ds, parts, _data.Standardizer.fit(parts.train.x))
+  try:
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
+      scaler = _data.Standardizer.fit(parts.train.x)
+  except ValueError:  # finite values whose mean or variance overflows float64
+    with np.errstate(over="ignore", invalid="ignore"):
+      x = parts.train.x
+      bad = ~(np.isfinite(x.mean(axis=0)) & np.isfinite(x.std(axis=0)))
+    j = int(np.flatnonzero(bad)[0]) if bad.any() else 0
+    raise _data.DataError(
+        f"{data.dataset}, column {ds.feature_names[j]!r}: values up to "
+        f"{float(np.abs(x[:, j]).max()):.3g} are too large: their mean or variance overflows "
+        "float64; rescale the column") from None
+  return Prepared(ds, parts, scaler)
 
 
 def _fingerprint(config: _train.TrainConfig, arrays) -> dict:

@@ -331,3 +331,11 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
   out = tmp_path / "o"
   assert _code(["train", "--out", str(out), "--quiet", "--no-plots", "--epochs", "1"]) == 2
   assert f"cannot write {out / 'config.json'}: No space left on device" in _one_line_error(capsys)
+
+
+def test_huge_training_values_are_refused_naming_the_column(tmp_path, capsys):
+  path = tmp_path / "huge.csv"
+  path.write_text("a,b,kind\n" + "".join(f"{i},{1e307 * (i % 2 * 2 - 1) * 9},{'xy'[i % 2]}\n"
+                                         for i in range(40)))
+  assert _code(["train", "--dataset", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+  assert "huge.csv, column 'b': values up to 9e+307 are too large" in _one_line_error(capsys)
