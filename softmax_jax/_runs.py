@@ -271,7 +271,7 @@ def _train_locked(config, data, out, prep, *, checkpoint_every, resume, overwrit
     if int(state.epoch) > config.epochs:
       ckpt.close()
       raise ValueError(f"the run in {out} has done {int(state.epoch)} epochs already; "
-                       f"epochs={config.epochs} would not continue it")
+                       f"--epochs {config.epochs} would not continue it")
   # Written only once the checkpoint (if any) is known to belong to this configuration;
   # until the final manifest the directory reads as incomplete.
   if writer:

@@ -148,7 +148,7 @@ def test_refused_resume_leaves_config_untouched(full_run, tmp_path):
   before = (out / "config.json").read_text()
   with pytest.raises(CheckpointError):
     train_run(TrainConfig(**{**CFG.to_dict(), "l2": 0.5}), DATA, out, resume=True, plots=False)
-  with pytest.raises(ValueError, match="has done 12 epochs already; epochs=5"):
+  with pytest.raises(ValueError, match="has done 12 epochs already; --epochs 5"):
     train_run(TrainConfig(**{**CFG.to_dict(), "epochs": 5}), DATA, out, resume=True,
               plots=False)
   assert (out / "config.json").read_text() == before
@@ -262,7 +262,7 @@ def test_overwrite_clears_the_previous_run(full_run, tmp_path):
   train_run(short, DATA, out, checkpoint_every=5, plots=False, overwrite=True)
   assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["5"]
   assert not (out / "curves.png").exists() and (out / "notes.txt").read_text() == "mine"
-  with pytest.raises(ValueError, match="has done 5 epochs already; epochs=4"):
+  with pytest.raises(ValueError, match="has done 5 epochs already; --epochs 4"):
     train_run(TrainConfig(**{**CFG.to_dict(), "epochs": 4}), DATA, out, resume=True,
               plots=False)
 
