@@ -339,3 +339,24 @@ def test_huge_training_values_are_refused_naming_the_column(tmp_path, capsys):
                                          for i in range(40)))
   assert _code(["train", "--dataset", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
   assert "huge.csv, column 'b': values up to 9e+307 are too large" in _one_line_error(capsys)
+
+
+def test_a_signal_while_the_outputs_are_written_lets_them_finish(tmp_path, monkeypatch, capsys):
+  import signal
+
+  from softmax_jax import _runs
+
+  write = _runs._write_outputs
+
+  def signalled(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)  # handled by the command line: noted, not raised
+    return write(*args, **kwargs)
+
+  monkeypatch.setattr(_runs, "_write_outputs", signalled)
+  out = tmp_path / "o"
+  before = signal.getsignal(signal.SIGTERM)
+  assert _code(["train", "--out", str(out), "--quiet", "--no-plots", "--epochs", "2"]) == 143
+  err = capsys.readouterr().err
+  assert f"SIGTERM after the last epoch: the run in {out} is complete" in err
+  assert json.loads((out / "manifest.json").read_text())["complete"]
+  assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
