@@ -439,6 +439,10 @@ def _train_with(args: argparse.Namespace, signals: _Signals) -> int:
 
   try:
     mesh = _mesh(args)
+    if mesh is not None and train.batch_size is not None and train.batch_size % mesh.shape.get(
+        "data", 1):
+      raise ValueError(f"--batch-size {train.batch_size} is not a multiple of the "
+                       f"{mesh.shape['data']} devices of the data-parallel mesh")
     if train.dtype == "float64":
       jax.config.update("jax_enable_x64", True)
     bar, update = _progress(train.epochs, args.quiet)

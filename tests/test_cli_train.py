@@ -132,6 +132,9 @@ def test_data_parallel_command_line(tmp_path, capsys):
   assert "write it as data=N" in capsys.readouterr().err
   assert main(["train", "--mesh", "data=16", "--out", str(tmp_path / "x")]) == 2
   assert "needs 16 devices but JAX sees 8" in capsys.readouterr().err
+  assert main(["train", "--mesh", "data=8", "--batch-size", "30",
+               "--out", str(tmp_path / "x")]) == 2
+  assert "--batch-size 30 is not a multiple of the 8 devices" in capsys.readouterr().err
 
 
 def test_two_processes_on_one_machine(tmp_path):
