@@ -126,11 +126,7 @@ def _row_stats(h, w, b, code, cfg: _Config) -> _Rows:
   def step(w_j, b_j, start, carry):
     st, z_t, k, z_sum = carry
     z, _ = _logits(h, w_j, b_j, cfg.cap)  # [N, chunk]
-    part = nm.row_stats(z)
-    # row_stats gives an all −inf chunk m = 0; merge needs −inf there, or a later
-    # part with a negative max would be rescaled against 0 and read as dominated.
-    part = part._replace(m=jnp.where(part.s > 0, part.m, -jnp.inf))
-    st = nm.merge(st, part)
+    st = nm.merge(st, nm.part_stats(z))
     local = index - start
     mine = (local >= 0) & (local < z.shape[1])
     picked = jnp.take_along_axis(z, jnp.clip(local, 0, z.shape[1] - 1), axis=-1)
@@ -146,23 +142,14 @@ def _row_stats(h, w, b, code, cfg: _Config) -> _Rows:
   return _Rows(nm.finalize(st), z_t, k, z_sum)
 
 
-def _differentiable(value, exact):
-  """``value``, differentiated as ``exact`` (equal in value, better under autodiff).
-
-  ``log1p(tail)`` and ``tail / s`` leave out the max entry, whose derivative is
-  not zero; second derivatives take the plain formulas' instead."""
-  return lax.stop_gradient(value) + (exact - lax.stop_gradient(exact))
-
-
 def _coefs(rows: _Rows, code, cfg: _Config):
   """``(loss [N], lse [N], counted [N], coefficients)`` from the row statistics."""
   info = nm.label_info(code)
   st = rows.st
-  safe_s = jnp.where(st.s > 0, st.s, jnp.ones_like(st.s))
-  log_s = _differentiable(nm.log_normaliser(st), jnp.log(safe_s))
+  log_s = nm.log_normaliser(st)  # differentiated as log s
   lse = st.m + log_s
   shifted_t = rows.z_t - st.m
-  comp = _differentiable(nm.complement(st, shifted_t), 1 - jnp.exp(shifted_t) / safe_s)
+  comp = nm.complement(st, shifted_t)  # differentiated as 1 − e^{z_t − m}/s
   loss = (1 - cfg.eps) * (log_s - shifted_t)  # −log y_t
   coef = jnp.zeros_like(lse)
   if cfg.eps:  # (ε/K) Σ_valid (lse − z_c)
@@ -193,9 +180,10 @@ def _chunk_jacobian(h, w_j, b_j, start, index, c: _Coefs, cfg: _Config):
   keep = 1 - cfg.eps
   label = -keep * c.comp + (a - keep) * y - c.coef  # (a y_t − (1 − ε)) without cancelling
   is_t = lax.broadcasted_iota(jnp.int32, z.shape, 1) + start == index
-  # NaN by a select, not a product: a bad row's NaN then stays in its own derivatives
-  # (a second derivative across rows is 0, not NaN·0).
-  d_loss = jnp.where(c.bad, jnp.nan, c.g * jnp.where(is_t, label, d_loss))
+  # NaN as a factor (the core's rule, as in finish): a bad row's second derivatives are
+  # NaN too, while the other rows' derivatives along its inputs stay 0.
+  nan_factor = jnp.where(c.bad, jnp.nan, 1).astype(d_loss.dtype)
+  d_loss = c.g * jnp.where(is_t, label, d_loss) * nan_factor
   d_lse = c.g * y
   if th is not None:
     chain = 1 - jnp.square(th)

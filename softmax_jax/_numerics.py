@@ -107,9 +107,10 @@ class RowStats(NamedTuple):
 
 
 def safe_max(zm: jax.Array, axis=-1) -> jax.Array:
-  """The row max as a differentiation constant, 0 where it is not finite."""
+  """The row max as a differentiation constant, 0 for an empty row (max ``−inf``); a
+  ``+inf`` or NaN max is kept, so that the row's statistics come out NaN."""
   m = lax.stop_gradient(jnp.max(zm, axis=axis, keepdims=True))
-  return jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
+  return jnp.where(m == -jnp.inf, jnp.zeros_like(m), m)
 
 
 def row_stats(zm: jax.Array, axis=-1, *, tail: bool = True) -> RowStats:
@@ -145,7 +146,7 @@ def part_stats(zm: jax.Array, axis=-1) -> RowStats:
   combined with :func:`merge`: a part without a valid class has max ``−inf`` (the identity
   of the merge) rather than 0."""
   st = row_stats(zm, axis)
-  return st._replace(m=jnp.where(st.s > 0, st.m, -jnp.inf))
+  return st._replace(m=jnp.where(st.s != 0, st.m, -jnp.inf))
 
 
 def probabilities(zm: jax.Array, axis=-1) -> jax.Array:
@@ -186,8 +187,9 @@ def finalize(st: RowStats) -> RowStats:
 
 
 def nonempty(st: RowStats) -> jax.Array:
-  """Rows with at least one valid class."""
-  return st.s > 0
+  """Rows with at least one valid class (a NaN or ``+inf`` logit makes ``s`` NaN: such a
+  row counts, and its loss is NaN)."""
+  return st.s != 0
 
 
 def dominant(st: RowStats) -> jax.Array:
@@ -199,7 +201,7 @@ def log_normaliser(st: RowStats) -> jax.Array:
   """``log s`` (0 for an empty row); with the tail, ``log1p(tail)`` for a dominated row
   (keeps ``log(1 + 4e-18)``).  The derivative is that of ``log s``
   (``Σ_c y_c ż_c``) in every case: the ``log1p`` form only corrects the value."""
-  safe = jnp.where(st.s > 0, st.s, jnp.ones_like(st.s))
+  safe = jnp.where(st.s == 0, jnp.ones_like(st.s), st.s)  # an empty row; NaN stays NaN
   log_s = jnp.log(safe)
   if st.tail is None:
     return log_s
@@ -222,7 +224,7 @@ def complement(st: RowStats, shifted_t: jax.Array) -> jax.Array:
   When ``t`` dominates (``z_t = m`` and ``s < 2``) its value is ``tail / s``,
   exact where ``1 − e^{z_t − m}/s`` would cancel to 0; the derivative is that
   of ``1 − y_t`` in every case."""
-  safe = jnp.where(st.s > 0, st.s, jnp.ones_like(st.s))
+  safe = jnp.where(st.s == 0, jnp.ones_like(st.s), st.s)  # an empty row; NaN stays NaN
   plain = 1 - jnp.exp(shifted_t) / safe
   top = (shifted_t == 0) & dominant(st)
   exact = jnp.where(top, st.tail / safe - plain, jnp.zeros_like(plain))
@@ -240,7 +242,9 @@ def softcap(z: jax.Array, cap: float | None) -> tuple[jax.Array, jax.Array | Non
   if cap is None:
     return z, None
   th = jnp.tanh(z / cap)
-  return jnp.where(z == -jnp.inf, -jnp.inf, cap * th), th
+  # −inf added rather than selected, so that a NaN cotangent at a masked class (a row
+  # whose label points there) still reaches the logit as NaN, not as 0
+  return cap * th + jnp.where(z == -jnp.inf, -jnp.inf, 0).astype(th.dtype), th
 
 
 def count_valid(zm: jax.Array, axis=-1) -> jax.Array:
@@ -266,8 +270,12 @@ def reduce(per_example: jax.Array, weight: jax.Array, reduction: str) -> jax.Arr
 
 
 def finish(value: jax.Array, counted: jax.Array, bad: jax.Array) -> jax.Array:
-  """NaN where ``bad`` (an invalid label or target), 0 where the row does not count."""
-  return jnp.where(bad, jnp.nan, jnp.where(counted, value, jnp.zeros_like(value)))
+  """NaN where ``bad`` (an invalid label or target), 0 where the row does not count.
+
+  The NaN is a factor, not a select, so that derivatives of ``value`` are NaN there too
+  (the Hessian block of a row with an invalid label is NaN, not 0)."""
+  nan_factor = jnp.where(bad, jnp.nan, 1).astype(value.dtype)
+  return jnp.where(counted, value * nan_factor, jnp.zeros_like(value))
 
 
 def host_labels(labels, ignore_index):

@@ -246,12 +246,14 @@ def _xent_kernel(x_ref, t_ref, w_ref, g_ref, wmax_ref, loss_ref, grad_ref, aux_r
   lse = st.m + log_s
   nll = log_s - sh_t  # −log y_t, accurate when t dominates
   coef_k = nx.smoothing_coef(eps, p.k) if eps else zero
-  loss = (1 - eps) * p.w_t * nll + coef_k * (p.wsum * lse - p.wz) + z_loss * jnp.square(lse)
+  loss = (1 - eps) * p.w_t * nll + coef_k * (p.wsum * lse - p.wz)
+  if z_loss:  # (lse² of a 1e30 row overflows float32: leave it out when λ_z = 0)
+    loss = loss + z_loss * jnp.square(lse)
   loss_ref[...] = nx.finish(loss, counted, bad)
 
   # Pass 2: ∂ℓ/∂z_c = ((1−ε) w_t + (ε/K) W + 2 λ_z lse) y_c − (1−ε) w_t [c = t] − (ε/K) w_c.
   hit_coef = (1 - eps) * p.w_t
-  scale = hit_coef + coef_k * p.wsum + 2 * z_loss * lse
+  scale = hit_coef + coef_k * p.wsum + (2 * z_loss * lse if z_loss else 0.0)
   # the label entry: scale·y_t − hit = (scale − hit)·y_t − hit·(1 − y_t), with 1 − y_t
   # from the tail (logits [20, 0, −1] in float32: −2.8194e-9, not 0)
   label_entry = (scale - hit_coef) * jnp.exp(sh_t - log_s) - hit_coef * nx.complement(st, sh_t)
@@ -269,7 +271,8 @@ def _xent_kernel(x_ref, t_ref, w_ref, g_ref, wmax_ref, loss_ref, grad_ref, aux_r
 
   def write(cols, offset, acc):
     z, th, idx, _, wv = tile_terms(cols, offset)
-    grad = jnp.where(idx == t, label_entry, scale * jnp.exp(z - lse))
+    # y = e^{(z − m) − log s}: m and log s apart, so a 1e30 row keeps log s
+    grad = jnp.where(idx == t, label_entry, scale * jnp.exp((z - st.m) - log_s))
     if eps:
       grad = grad - coef_k * wv
     if th is not None:

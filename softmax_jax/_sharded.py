@@ -86,7 +86,7 @@ def _log_probs(x, where, axis_name):
   """``(masked logits, log y)``, ``log y = (z − m) − log s`` (``−inf`` entries stay ``−inf``)."""
   zm = nx.masked(nx.upcast(x), where)
   st, _ = _global_stats(zm, axis_name, tail=False)
-  out = (zm - st.m) - jnp.log(jnp.where(st.s > 0, st.s, jnp.ones_like(st.s)))
+  out = (zm - st.m) - jnp.log(jnp.where(st.s == 0, jnp.ones_like(st.s), st.s))
   return zm, out
 
 

@@ -78,10 +78,10 @@ def test_class_weight_gradient_on_an_empty_row_is_zero(rng):
   t = jnp.array([2, 1, 3])
   w = jnp.linspace(0.5, 2.0, 4)
   for eps in (0.0, 0.1):
-    f = lambda w: sj.cross_entropy_with_integer_labels(z, t, class_weights=w,  # noqa: E731
-                                                          label_smoothing=eps)
-    naive = lambda w: _naive_int(z[1:], t[1:], class_weights=w,  # noqa: E731
-                                 label_smoothing=eps)
+    f = lambda w, eps=eps: sj.cross_entropy_with_integer_labels(  # noqa: E731
+        z, t, class_weights=w, label_smoothing=eps)
+    naive = lambda w, eps=eps: _naive_int(z[1:], t[1:], class_weights=w,  # noqa: E731
+                                          label_smoothing=eps)
     np.testing.assert_allclose(jax.grad(f)(w), jax.grad(naive)(w), rtol=1e-12)
     np.testing.assert_allclose(jax.jacfwd(f)(w), jax.grad(naive)(w), rtol=1e-12)
 
