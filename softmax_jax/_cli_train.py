@@ -395,8 +395,11 @@ def _compilation_cache(jax) -> None:
   """JAX's persistent compilation cache, so that a repeated run skips the epoch's compilation.
 
   In ``$JAX_COMPILATION_CACHE_DIR`` if set, else ``~/.cache/softmax_jax/jax`` (or under
-  ``$XDG_CACHE_HOME``).  A command-line program's choice; the library sets nothing.
+  ``$XDG_CACHE_HOME``); ``SOFTMAX_JAX_COMPILATION_CACHE=0`` turns it off.  A command-line
+  program's choice; the library sets nothing.
   """
+  if os.environ.get("SOFTMAX_JAX_COMPILATION_CACHE") == "0":
+    return
   if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
     return
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

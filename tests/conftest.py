@@ -5,6 +5,9 @@ import os
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
+# The CLI's persistent compilation cache would outlive the test run (and change what the
+# in-process tests see of JAX's own caches); subprocess tests inherit this too.
+os.environ["SOFTMAX_JAX_COMPILATION_CACHE"] = "0"
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
