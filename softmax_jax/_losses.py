@@ -63,18 +63,21 @@ class SoftRows(NamedTuple):
 
 def _soft_rows(zm, t, eps, all_valid) -> SoftRows:
   """``all_valid``: the caller vouches that no class is masked (no ``where``, no ``−inf``),
-  so the masking selects are left out; :func:`_soft_route` checks the result."""
-  st = nx.row_stats(zm, tail=False)
-  log_s = nx.log_normaliser(st)
-  # −log y_c = log s + (m − z_c), written apart from the z − m of the row sum so that
-  # XLA fuses each into its own reduction instead of storing a shared [N, C] array
-  neg_log_y = log_s + (st.m - zm)
-  if all_valid:
+  so the masking selects are left out; :func:`_soft_route` checks the result.  Half
+  precision is upcast here, inside each branch of the route: an upcast shared by both
+  would be stored."""
+  zm = nx.upcast(zm)
+  t = t.astype(zm.dtype)
+  st = nx.row_stats(zm, tail=False, vouched=all_valid)
+  if all_valid:  # a row without a finite entry comes out NaN here, and the route falls back
+    log_s = jnp.log(st.s)
     smooth = jnp.full_like(st.s, eps / zm.shape[-1])
     ts = t if eps == 0 else (1 - eps) * t + smooth
-    loss = jnp.sum(ts * neg_log_y, -1, keepdims=True)
+    loss = jnp.sum(ts * (log_s - (zm - st.m)), -1, keepdims=True)
     ok = jnp.ones(st.s.shape, bool)
     return SoftRows(st, log_s, smooth, jnp.sum(ts, -1, keepdims=True), loss, ok, ~ok)
+  log_s = nx.log_normaliser(st)
+  neg_log_y = log_s + (st.m - zm)  # −log y_c
   valid = zm != -jnp.inf
   smooth = nx.smoothing_coef(eps, nx.count_valid(zm))
   ts = jnp.where(valid, (1 - eps) * t + smooth, 0)
@@ -111,6 +114,8 @@ def _soft_gradient(r: SoftRows, zm, t, eps) -> jax.Array:
   """``∂ξ/∂z = (Σ t') y − t'``; the entry of a class with ``y > 1/2`` from the complement.
 
   Elementwise only (the row statistics come from :func:`_soft_route`)."""
+  zm = nx.upcast(zm)
+  t = t.astype(zm.dtype)
   shifted = zm - r.stats.m
   valid = zm != -jnp.inf
   ts = jnp.where(valid, (1 - eps) * t + r.smooth, 0)
@@ -129,7 +134,8 @@ def _soft_outputs(r: SoftRows, dtype):
 
 @partial(jax.custom_jvp, nondiff_argnums=(3,))
 def _soft_xent(z, t, where, eps):
-  return _soft_outputs(_soft_route(nx.masked(z, where), t, where, eps), z.dtype)
+  r = _soft_route(nx.masked(z, where), t, where, eps)
+  return _soft_outputs(r, r.loss.dtype)
 
 
 @_soft_xent.defjvp
@@ -139,17 +145,19 @@ def _soft_xent_jvp(eps, primals, tangents):
   zm = nx.masked(z, where)
   r = _soft_route(zm, t, where, eps)
   # Lecture: dξ = ⟨(Σt') y − t', ż⟩ − (1 − ε) ⟨log y, ṫ⟩.
-  neg_log_y = jnp.where(zm != -jnp.inf, r.log_s - (zm - r.stats.m), 0)
+  zc = nx.upcast(zm)
+  neg_log_y = jnp.where(zc != -jnp.inf, r.log_s - (zc - r.stats.m), 0)
   tangent = (jnp.sum(_soft_gradient(r, zm, t, eps) * dz, -1)
              + nx.finish(jnp.sum((1 - eps) * neg_log_y * dt, -1, keepdims=True),
                          r.row_ok, r.bad)[..., 0])
-  return _soft_outputs(r, z.dtype), (tangent, jnp.zeros(r.row_ok.shape[:-1], z.dtype))
+  dtype = r.loss.dtype
+  return _soft_outputs(r, dtype), (tangent.astype(dtype), jnp.zeros(r.row_ok.shape[:-1], dtype))
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5))
 def _cross_entropy_impl(logits, targets, where, axis, eps, reduction):
-  z = nx.upcast(jnp.moveaxis(logits, axis, -1))
-  t = jnp.moveaxis(targets, axis, -1).astype(z.dtype)
+  z = jnp.moveaxis(logits, axis, -1)  # both upcast inside the rule (see _soft_rows)
+  t = jnp.moveaxis(targets, axis, -1)
   w = None if where is None else jnp.moveaxis(where, axis, -1)
   loss, counted = _soft_xent(z, t, w, eps)
   return nx.reduce(loss, counted, reduction)

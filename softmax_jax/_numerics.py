@@ -113,10 +113,14 @@ def safe_max(zm: jax.Array, axis=-1) -> jax.Array:
   return jnp.where(m == -jnp.inf, jnp.zeros_like(m), m)
 
 
-def row_stats(zm: jax.Array, axis=-1, *, tail: bool = True) -> RowStats:
+def row_stats(zm: jax.Array, axis=-1, *, tail: bool = True, vouched: bool = False) -> RowStats:
   """:class:`RowStats` of masked logits ``zm`` along ``axis`` (``tail=False``: without the
-  tail, which :func:`with_tail` adds only when some row needs it)."""
-  m = safe_max(zm, axis)
+  tail, which :func:`with_tail` adds).
+
+  ``vouched``: the caller checks afterwards that every row came out finite (and falls
+  back otherwise), so the empty-row select on ``m`` is left out; XLA:CPU then fuses the
+  row reductions without storing an ``[N, C]`` array (measured 0.57× → 1.0× optax)."""
+  m = lax.stop_gradient(jnp.max(zm, axis=axis, keepdims=True)) if vouched else safe_max(zm, axis)
   e = jnp.exp(zm - m)
   s = jnp.sum(e, axis=axis, keepdims=True)
   if not tail:
