@@ -1,5 +1,7 @@
 """The optax training loop: the lecture's update, equal trajectories, determinism, options."""
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,9 +109,22 @@ def test_one_compilation_for_every_epoch(iris, optimizer):
   state = init_state(cfg, 4, 3, optimizer=opt)
   xs, ys = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
   empty = (jnp.zeros((0, 4), jnp.float32), jnp.zeros((0,), jnp.int32))
-  for _ in range(3):
-    state, _ = epoch(state, xs, ys, *empty)
-  assert epoch._cache_size() == 1
+  traced = []
+
+  class Traces(logging.Handler):
+    def emit(self, record):
+      if record.getMessage().startswith("Finished tracing epoch "):
+        traced.append(record)
+
+  handler, logger = Traces(), logging.getLogger("jax")
+  logger.addHandler(handler)
+  try:
+    with jax.log_compiles(True):
+      for _ in range(3):
+        state, _ = epoch(state, xs, ys, *empty)
+  finally:
+    logger.removeHandler(handler)
+  assert len(traced) == 1  # traced (and so compiled) once for three epochs
   assert int(state.epoch) == 3
 
 
