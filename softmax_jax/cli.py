@@ -113,6 +113,35 @@ def _output_path(text):
   return text
 
 
+_VERIFY_DTYPES = ("float64", "float32", "bfloat16", "float16")
+
+
+def _verify_scale(text):
+  """A logit scale of the verification grid: a positive number, ``-inf`` or ``masked``."""
+  if text in ("-inf", "masked"):
+    return text
+  try:
+    ok = float(text) > 0 and float(text) != float("inf")
+  except ValueError:
+    ok = False
+  if not ok:
+    raise ValueError(text)
+  return text
+
+
+_verify_scale.__name__ = "scale (a positive number, -inf or masked)"
+
+
+def _verify_class_count(text):
+  value = int(text)
+  if value < 2:
+    raise ValueError(text)
+  return value
+
+
+_verify_class_count.__name__ = "class count (an integer >= 2)"
+
+
 def _verify(args: argparse.Namespace) -> int:
   import dataclasses
   import json
@@ -258,12 +287,14 @@ def main(argv: list[str] | None = None) -> int:
   verify = sub.add_parser(
       "verify", help="check every function and derivative against a float64 reference")
   verify.add_argument("--quick", action="store_true", help="a small grid that runs in seconds")
-  verify.add_argument("--json", metavar="PATH", help="write every row (ours and baselines)")
+  verify.add_argument("--json", metavar="PATH", type=_output_path,
+                      help="write every row (ours and baselines)")
   verify.add_argument("--all", action="store_true", help="also print the jax.nn/optax rows")
   verify.add_argument("--functions", type=_csv(str), help="comma-separated subset")
-  verify.add_argument("--dtypes", type=_csv(str), help="e.g. float32,bfloat16")
-  verify.add_argument("--classes", type=_csv(int), help="e.g. 2,10,1000")
-  verify.add_argument("--scales", type=_csv(str), help="e.g. 1,100,-inf,masked")
+  verify.add_argument("--dtypes", type=_csv(_dtype(_VERIFY_DTYPES)),
+                      help="e.g. float32,bfloat16 (from " + ", ".join(_VERIFY_DTYPES) + ")")
+  verify.add_argument("--classes", type=_csv(_verify_class_count), help="e.g. 2,10,1000")
+  verify.add_argument("--scales", type=_csv(_verify_scale), help="e.g. 1,100,-inf,masked")
   verify.set_defaults(func=_verify)
   bench = sub.add_parser("bench", help="time the functions beside jax.nn and optax")
   bench.add_argument("--backend", choices=("cpu", "gpu", "tpu"), help="JAX platform to use")

@@ -39,3 +39,18 @@ def test_import_is_light():
           " 'pandas', 'sklearn') if m in sys.modules]; print(heavy)")
   done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
   assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("args,names", [
+    (["--dtypes", "float16x"], "--dtypes: unknown dtype 'float16x'"),
+    (["--scales", "abc"], "--scales: 'abc' is not a valid scale"),
+    (["--scales", "0"], "--scales: '0' is not a valid scale"),
+    (["--classes", "1"], "--classes: '1' is not a valid class count"),
+    (["--json", "/nonexistent-folder/rows.json"], "--json: the folder /nonexistent-folder"),
+])
+def test_verify_refuses_bad_arguments_before_any_work(capsys, args, names):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["verify", "--quick", *args])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert names in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
