@@ -141,15 +141,21 @@ def positive_int(value, name: str, fn: str) -> int:
   return int(value)
 
 
+def ignore_index_type(value, fn: str):
+  """Raises ``TypeError`` unless ``value`` is ``None`` or an integer (not a bool)."""
+  if value is not None and (not isinstance(value, numbers.Integral)
+                            or isinstance(value, bool | np.bool_)):
+    raise TypeError(f"{fn}: ignore_index must be an int or None, got {value!r}")
+  return value
+
+
 def ignore_index(value, label_dtype, fn: str) -> int | None:
   """``None`` or an integer that labels of ``label_dtype`` can hold.
 
   A value the dtype cannot hold (``-100`` with uint8 labels, ``2**40`` with
   int32) could only be matched after wrapping, so it is refused."""
-  if value is None:
+  if ignore_index_type(value, fn) is None:
     return None
-  if not isinstance(value, numbers.Integral) or isinstance(value, bool | np.bool_):
-    raise TypeError(f"{fn}: ignore_index must be an int or None, got {value!r}")
   value = int(value)
   info = np.iinfo(np.dtype(label_dtype))
   if not info.min <= value <= info.max:

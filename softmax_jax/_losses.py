@@ -39,11 +39,6 @@ def _take(x, index):
   return jnp.take_along_axis(x, index[..., None], axis=-1)
 
 
-def _with_ones(x):
-  """``x`` with its exact zeros read as 1 (a denominator of a row that has nothing)."""
-  return jnp.where(x == 0, jnp.ones_like(x), x)
-
-
 # ---------------------------------------------------------------------------
 # Probability targets
 # ---------------------------------------------------------------------------
@@ -119,7 +114,7 @@ def _soft_gradient(r: SoftRows, zm, t, eps) -> jax.Array:
   shifted = zm - r.stats.m
   valid = zm != -jnp.inf
   ts = jnp.where(valid, (1 - eps) * t + r.smooth, 0)
-  grad = r.total * jnp.exp(shifted) / _with_ones(r.stats.s) - ts
+  grad = r.total * jnp.exp(shifted) / nx.denominator(r.stats.s) - ts
   # y_d ≈ 1: (Σt') y_d − t'_d = (Σ_{c≠d} t'_c) − (Σt')(1 − y_d), both parts accurate.
   st = nx.with_tail(r.stats, zm)
   top = (shifted == 0) & nx.dominant(st)
@@ -323,7 +318,7 @@ def _int_value(p: IntParts, weights, eps) -> tuple[jax.Array, jax.Array]:
 def _int_gradient(p: IntParts, weights, eps) -> jax.Array:
   r"""``∂ξ/∂z_c = (1 − ε) w_t (y_c − δ_ct) + (ε/K)(W y_c − w_c)`` (lecture: ``y − t``, with the
   weights and smoothing folded in), the label's ``y_t − 1`` written as ``−(1 − y_t)``."""
-  y = jnp.exp(p.zm - p.stats.m) / _with_ones(p.stats.s)
+  y = jnp.exp(p.zm - p.stats.m) / nx.denominator(p.stats.s)
   scale = (1 - eps) * p.w_t
   grad = scale * y
   st = nx.with_tail(p.stats, p.zm)
@@ -473,9 +468,7 @@ def cross_entropy_with_integer_labels(
   logits = _checks.float_array(logits, "logits", fn)
   (ax,) = _checks.axes(axis, logits.ndim, fn, allow_tuple=False)
   num_classes = _checks.classes(logits.shape[ax], "logits", fn)
-  if ignore_index is not None and (isinstance(ignore_index, bool | np.bool_)
-                                   or not isinstance(ignore_index, int | np.integer)):
-    raise TypeError(f"{fn}: ignore_index must be an int or None, got {ignore_index!r}")
+  _checks.ignore_index_type(ignore_index, fn)
   labels = _labels_array(labels, logits, ax, axis, fn, ignore_index)
   ignore_index = _checks.ignore_index(ignore_index, labels.dtype, fn)
   where = _checks.where_mask(where, logits.shape, fn, "logits")

@@ -153,13 +153,18 @@ def part_stats(zm: jax.Array, axis=-1) -> RowStats:
   return st._replace(m=jnp.where(st.s != 0, st.m, -jnp.inf))
 
 
+def denominator(s: jax.Array) -> jax.Array:
+  """``s`` with the 0 of an empty row read as 1 (so ``0 / s`` is 0); NaN stays NaN."""
+  return jnp.where(s == 0, jnp.ones_like(s), s)
+
+
 def probabilities(zm: jax.Array, axis=-1) -> jax.Array:
   """``y = e^{z − m} / s`` in one expression (no cond): 0 on an empty row, NaN with a NaN or
   ``+inf`` logit.  For consumers that fuse ``y`` into a larger write (the Jacobian)."""
   m = safe_max(zm, axis)
   e = jnp.exp(zm - m)
   s = jnp.sum(e, axis=axis, keepdims=True)
-  return e / jnp.where(s == 0, jnp.ones_like(s), s)
+  return e / denominator(s)
 
 
 def empty_stats(shape, dtype=jnp.float32) -> RowStats:
@@ -205,7 +210,7 @@ def log_normaliser(st: RowStats) -> jax.Array:
   """``log s`` (0 for an empty row); with the tail, ``log1p(tail)`` for a dominated row
   (keeps ``log(1 + 4e-18)``).  The derivative is that of ``log s``
   (``Σ_c y_c ż_c``) in every case: the ``log1p`` form only corrects the value."""
-  safe = jnp.where(st.s == 0, jnp.ones_like(st.s), st.s)  # an empty row; NaN stays NaN
+  safe = denominator(st.s)
   log_s = jnp.log(safe)
   if st.tail is None:
     return log_s
@@ -228,7 +233,7 @@ def complement(st: RowStats, shifted_t: jax.Array) -> jax.Array:
   When ``t`` dominates (``z_t = m`` and ``s < 2``) its value is ``tail / s``,
   exact where ``1 − e^{z_t − m}/s`` would cancel to 0; the derivative is that
   of ``1 − y_t`` in every case."""
-  safe = jnp.where(st.s == 0, jnp.ones_like(st.s), st.s)  # an empty row; NaN stays NaN
+  safe = denominator(st.s)
   plain = 1 - jnp.exp(shifted_t) / safe
   top = (shifted_t == 0) & dominant(st)
   exact = jnp.where(top, st.tail / safe - plain, jnp.zeros_like(plain))

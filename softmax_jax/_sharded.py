@@ -86,7 +86,7 @@ def _log_probs(x, where, axis_name):
   """``(masked logits, log y)``, ``log y = (z − m) − log s`` (``−inf`` entries stay ``−inf``)."""
   zm = nx.masked(nx.upcast(x), where)
   st, _ = _global_stats(zm, axis_name, tail=False)
-  out = (zm - st.m) - jnp.log(jnp.where(st.s == 0, jnp.ones_like(st.s), st.s))
+  out = (zm - st.m) - jnp.log(nx.denominator(st.s))
   return zm, out
 
 
@@ -240,7 +240,7 @@ def _gradient(p: ShardParts, weights, eps, z_loss):
   r"""This device's slice of ``∂ξ/∂z = (1 − ε) w_t (y − δ_t) + (ε/K)(W y − w) + 2 λ_z lse y``
   (lecture: ``y − t``), the label's ``y_t − 1`` written as ``−(1 − y_t)`` from the tail."""
   s = p.stats.s
-  y = jnp.exp(p.zm - p.stats.m) / jnp.where(s == 0, jnp.ones_like(s), s)
+  y = jnp.exp(p.zm - p.stats.m) / nx.denominator(s)
   scale = (1 - eps) * p.w_t
   grad = scale * y
   label_entry = -scale * nx.complement(p.stats, p.shifted_t)
