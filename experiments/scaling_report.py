@@ -30,8 +30,8 @@ from jax.sharding import Mesh  # noqa: E402
 
 import softmax_jax as sj  # noqa: E402
 from softmax_jax import sharded  # noqa: E402
-from softmax_jax._train import replicate  # noqa: E402
 from softmax_jax.train import TrainConfig, init_state, make_epoch, make_optimizer  # noqa: E402
+from softmax_jax.train._loop import replicate  # noqa: E402
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
 DEVICES = (1, 2, 4, 8)

@@ -32,7 +32,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from softmax_jax import model  # noqa: E402
-from softmax_jax._runs import DataConfig, prepare  # noqa: E402
 from softmax_jax.train import (  # noqa: E402
   TrainConfig,
   evaluate,
@@ -41,6 +40,7 @@ from softmax_jax.train import (  # noqa: E402
   make_epoch,
   make_optimizer,
 )
+from softmax_jax.train._runs import DataConfig, prepare  # noqa: E402
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
 

@@ -21,8 +21,8 @@ import sys
 import jax
 import optax
 
-from softmax_jax import _suite
-from softmax_jax._tolerances import bound, fd_tolerance
+from softmax_jax.verify import _grid
+from softmax_jax.verify._tolerances import bound, fd_tolerance
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
 NUMERIC_SCALES = ("1", "10", "100", "1e4")
@@ -89,7 +89,7 @@ def _plot(rows, path: pathlib.Path) -> None:
   panels = [("softmax", "value"), ("log_softmax", "value"), ("log_softmax", "jacrev"),
             ("cross_entropy_with_integer_labels", "grad")]
   fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), sharey=True)
-  colors = dict(zip(_suite.FULL["dtypes"], ("C0", "C1", "C2", "C3"), strict=True))
+  colors = dict(zip(_grid.FULL["dtypes"], ("C0", "C1", "C2", "C3"), strict=True))
   for ax, (fn, method) in zip(axes, panels, strict=True):
     for dt, color in colors.items():
       for impl, style in (("softmax_jax", "-"), ("baseline", "--")):
@@ -132,7 +132,8 @@ def render(data: dict, out: pathlib.Path, plot: pathlib.Path | None) -> None:
       "entry). Three rows per point (two at 32768 classes); logits are standard normal times the "
       "scale, clipped to a quarter of the dtype's largest finite value (float16 at scale 1e4).",
       "",
-      "Every row compares one result with a float64 NumPy reference (`softmax_jax/_reference.py`)"
+      "Every row compares one result with a float64 NumPy reference "
+      "(`softmax_jax/verify/_references.py`)"
       " computed from the same rounded inputs. Methods: `value` (the function), `analytic` (this "
       "package's explicit derivative: `softmax_jacobian`, `softmax_jvp`/`vjp`, "
       "`cross_entropy_grad`, `sigmoid_derivative`), `jacfwd`/`jacrev` (dense per-row Jacobians up "
@@ -142,8 +143,10 @@ def render(data: dict, out: pathlib.Path, plot: pathlib.Path | None) -> None:
       "",
       "## The bound",
       "",
-      "A row passes when, at every entry, `|got − ref| ≤ rtol · max(M, S)` "
-      "(`softmax_jax._tolerances`): `S` is the largest reference entry of the example (row), "
+      "A row passes when, at every entry, "
+      "`|got − ref| ≤ rtol · max(M, S)` "
+      "(`softmax_jax.verify._tolerances`): `S` is the largest reference entry of the example "
+      "(row), "
       "`M` the `Σ|terms|` summed to make the entry where the check knows it (products such as "
       "`y ⊙ (v − ⟨y, v⟩)`, where the result is far smaller than its terms when the softmax "
       "saturates), and `rtol = c ε + 2 ε_acc √n` with `c` a handful of roundings, `ε_acc` the "
@@ -215,9 +218,9 @@ def main() -> int:
   if args.json:
     data = json.loads(args.json.read_text())
   else:
-    spec = _suite.QUICK if args.quick else _suite.FULL
-    rows = _suite.run(spec, progress=lambda i, n, p: print(f"[{i + 1}/{n}] {p}", file=sys.stderr))
-    data = {"spec": spec, "summary": _suite.summary(rows),
+    spec = _grid.QUICK if args.quick else _grid.FULL
+    rows = _grid.run(spec, progress=lambda i, n, p: print(f"[{i + 1}/{n}] {p}", file=sys.stderr))
+    data = {"spec": spec, "summary": _grid.summary(rows),
             "rows": [dataclasses.asdict(r) for r in rows]}
   data.setdefault("machine", f"{platform.machine()} CPU, {jax.default_backend()} backend, "
                   f"jax {jax.__version__}, optax {optax.__version__}")

@@ -1,20 +1,22 @@
 """softmax_jax: softmax, its analytic Jacobian and cross-entropy as pure JAX functions."""
 
-from ._jacobian import softmax_jacobian as softmax_jacobian
-from ._jacobian import softmax_jvp as softmax_jvp
-from ._jacobian import softmax_vjp as softmax_vjp
-from ._linear import linear_cross_entropy as linear_cross_entropy
-from ._losses import binary_cross_entropy as binary_cross_entropy
-from ._losses import cross_entropy as cross_entropy
-from ._losses import cross_entropy_grad as cross_entropy_grad
-from ._losses import cross_entropy_with_integer_labels as cross_entropy_with_integer_labels
-from ._losses import validate_labels as validate_labels
-from ._softmax import log_sigmoid as log_sigmoid
-from ._softmax import log_softmax as log_softmax
-from ._softmax import logsumexp as logsumexp
-from ._softmax import sigmoid as sigmoid
-from ._softmax import sigmoid_derivative as sigmoid_derivative
-from ._softmax import softmax as softmax
+from softmax_jax._jacobian import softmax_jacobian as softmax_jacobian
+from softmax_jax._jacobian import softmax_jvp as softmax_jvp
+from softmax_jax._jacobian import softmax_vjp as softmax_vjp
+from softmax_jax._softmax import log_sigmoid as log_sigmoid
+from softmax_jax._softmax import log_softmax as log_softmax
+from softmax_jax._softmax import logsumexp as logsumexp
+from softmax_jax._softmax import sigmoid as sigmoid
+from softmax_jax._softmax import sigmoid_derivative as sigmoid_derivative
+from softmax_jax._softmax import softmax as softmax
+from softmax_jax.losses._cross_entropy import binary_cross_entropy as binary_cross_entropy
+from softmax_jax.losses._cross_entropy import cross_entropy as cross_entropy
+from softmax_jax.losses._cross_entropy import cross_entropy_grad as cross_entropy_grad
+from softmax_jax.losses._cross_entropy import (
+    cross_entropy_with_integer_labels as cross_entropy_with_integer_labels,
+)
+from softmax_jax.losses._cross_entropy import validate_labels as validate_labels
+from softmax_jax.losses._linear import linear_cross_entropy as linear_cross_entropy
 
 __version__ = "0.1.0"
 

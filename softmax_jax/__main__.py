@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from softmax_jax.cli._main import main
 
 sys.exit(main())

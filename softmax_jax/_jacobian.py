@@ -14,8 +14,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks, _numerics
-from ._softmax import _softmax, _temperature_arg
+from softmax_jax import _arguments, _numerics
+from softmax_jax._softmax import _softmax, _temperature_arg
 
 
 def _jacobian_from_probs(y: jax.Array) -> jax.Array:
@@ -30,7 +30,7 @@ def _jacobian_from_probs(y: jax.Array) -> jax.Array:
 
 @partial(jax.jit, static_argnums=(1,))
 def _softmax_jacobian_impl(x, axis, temperature):
-  xc = x.astype(_checks.compute_dtype(x.dtype))
+  xc = x.astype(_arguments.compute_dtype(x.dtype))
   if temperature is not None:
     xc = xc / jnp.asarray(temperature, xc.dtype)
   y = _numerics.probabilities(jnp.moveaxis(xc, axis, -1))
@@ -71,14 +71,14 @@ def softmax_jacobian(
            [-0.25,  0.25]], dtype=float32)
   """
   fn = "softmax_jacobian"
-  x = _checks.float_array(x, "x", fn)
-  (ax,) = _checks.axes(axis, x.ndim, fn, allow_tuple=False)
+  x = _arguments.float_array(x, "x", fn)
+  (ax,) = _arguments.axes(axis, x.ndim, fn, allow_tuple=False)
   return _softmax_jacobian_impl(x, ax, _temperature_arg(temperature, fn))
 
 
 @partial(jax.jit, static_argnums=(2,))
 def _softmax_product_impl(x, v, axis):
-  dtype = _checks.compute_dtype(jnp.result_type(x.dtype, v.dtype))
+  dtype = _arguments.compute_dtype(jnp.result_type(x.dtype, v.dtype))
   y = _softmax(x.astype(dtype), axis, None)
   v = v.astype(dtype)
   # J v = y ⊙ (v − ⟨y, v⟩): O(C) extra memory, J never formed.
@@ -87,10 +87,10 @@ def _softmax_product_impl(x, v, axis):
 
 
 def _product(fn, x, v, v_name, axis):
-  x = _checks.float_array(x, "x", fn)
-  v = _checks.float_array(v, v_name, fn)
-  _checks.same_shape(v, v_name, x, "x", fn)
-  (ax,) = _checks.axes(axis, x.ndim, fn, allow_tuple=False)
+  x = _arguments.float_array(x, "x", fn)
+  v = _arguments.float_array(v, v_name, fn)
+  _arguments.same_shape(v, v_name, x, "x", fn)
+  (ax,) = _arguments.axes(axis, x.ndim, fn, allow_tuple=False)
   return _softmax_product_impl(x, v, ax)
 
 

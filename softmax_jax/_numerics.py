@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._checks import compute_dtype
+from softmax_jax._arguments import compute_dtype
 
 # ---------------------------------------------------------------------------
 # Labels
@@ -50,7 +50,7 @@ def canonical_labels(labels: jax.Array, num_classes: int, ignore_index: int | No
   """``int32`` label codes: the class for ``0 ≤ label < C``, else IGNORED or INVALID.
 
   ``ignore_index`` must already be checked against the labels' dtype
-  (:func:`softmax_jax._checks.ignore_index`).  The range test compares in the
+  (:func:`softmax_jax._arguments.ignore_index`).  The range test compares in the
   labels' dtype and drops a bound the dtype cannot exceed, so nothing wraps.
   """
   labels = jnp.asarray(labels)

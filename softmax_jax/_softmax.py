@@ -23,7 +23,8 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks, _numerics, _pallas
+from softmax_jax import _arguments, _numerics
+from softmax_jax._kernels import _pallas
 
 # ---------------------------------------------------------------------------
 # Shared numerics: row max, shifted logits and sums.
@@ -106,7 +107,7 @@ def _scale(x, temperature):
 
 def _temperature_arg(temperature, fn):
   """Checks the temperature; a Python 1 becomes ``None`` (no division traced)."""
-  _checks.temperature(temperature, fn)
+  _arguments.temperature(temperature, fn)
   if isinstance(temperature, (int, float)) and temperature == 1:
     return None
   return temperature
@@ -159,10 +160,10 @@ def softmax(
     Array([0.26894143, 0.7310586 , 0.        ], dtype=float32)
   """
   fn = "softmax"
-  x = _checks.float_array(x, "x", fn)
-  ax = _checks.axes(axis, x.ndim, fn)
-  _checks.classes(int(np.prod([x.shape[a] for a in ax])), "x", fn)
-  where = _checks.where_mask(where, x.shape, fn)
+  x = _arguments.float_array(x, "x", fn)
+  ax = _arguments.axes(axis, x.ndim, fn)
+  _arguments.classes(int(np.prod([x.shape[a] for a in ax])), "x", fn)
+  where = _arguments.where_mask(where, x.shape, fn)
   temperature = _temperature_arg(temperature, fn)
   return _pallas.choose(impl, x, ax, fn, kernel=lambda: _pallas.softmax(x, False),
                         xla=lambda: _softmax_impl(x, ax, where, temperature),
@@ -233,10 +234,10 @@ def log_softmax(
     Array([-0.6931472, -0.6931472], dtype=float32)
   """
   fn = "log_softmax"
-  x = _checks.float_array(x, "x", fn)
-  ax = _checks.axes(axis, x.ndim, fn)
-  _checks.classes(int(np.prod([x.shape[a] for a in ax])), "x", fn)
-  where = _checks.where_mask(where, x.shape, fn)
+  x = _arguments.float_array(x, "x", fn)
+  ax = _arguments.axes(axis, x.ndim, fn)
+  _arguments.classes(int(np.prod([x.shape[a] for a in ax])), "x", fn)
+  where = _arguments.where_mask(where, x.shape, fn)
   temperature = _temperature_arg(temperature, fn)
   return _pallas.choose(impl, x, ax, fn, kernel=lambda: _pallas.softmax(x, True),
                         xla=lambda: _log_softmax_impl(x, ax, where, temperature),
@@ -297,10 +298,10 @@ def logsumexp(
     Array(1.e+30, dtype=float32)
   """
   fn = "logsumexp"
-  x = _checks.float_array(x, "x", fn)
-  ax = _checks.axes(axis, x.ndim, fn)
-  _checks.classes(int(np.prod([x.shape[a] for a in ax])), "x", fn)
-  where = _checks.where_mask(where, x.shape, fn)
+  x = _arguments.float_array(x, "x", fn)
+  ax = _arguments.axes(axis, x.ndim, fn)
+  _arguments.classes(int(np.prod([x.shape[a] for a in ax])), "x", fn)
+  where = _arguments.where_mask(where, x.shape, fn)
   return _logsumexp_impl(x, ax, where, bool(keepdims))
 
 
@@ -311,7 +312,7 @@ def logsumexp(
 
 @jax.jit
 def _sigmoid_impl(x):
-  return lax.logistic(x.astype(_checks.compute_dtype(x.dtype))).astype(x.dtype)
+  return lax.logistic(x.astype(_arguments.compute_dtype(x.dtype))).astype(x.dtype)
 
 
 def sigmoid(x: ArrayLike) -> jax.Array:
@@ -332,13 +333,13 @@ def sigmoid(x: ArrayLike) -> jax.Array:
     >>> sigmoid(jnp.array([0.0, 1e30, -1e30], jnp.float32))
     Array([0.5, 1. , 0. ], dtype=float32)
   """
-  return _sigmoid_impl(_checks.float_array(x, "x", "sigmoid"))
+  return _sigmoid_impl(_arguments.float_array(x, "x", "sigmoid"))
 
 
 @jax.jit
 def _log_sigmoid_impl(x):
   # log σ(z) = −softplus(−z), finite for every finite z.
-  return (-jax.nn.softplus(-x.astype(_checks.compute_dtype(x.dtype)))).astype(x.dtype)
+  return (-jax.nn.softplus(-x.astype(_arguments.compute_dtype(x.dtype)))).astype(x.dtype)
 
 
 def log_sigmoid(x: ArrayLike) -> jax.Array:
@@ -356,12 +357,12 @@ def log_sigmoid(x: ArrayLike) -> jax.Array:
     >>> log_sigmoid(jnp.array([-100.0], jnp.float32))
     Array([-100.], dtype=float32)
   """
-  return _log_sigmoid_impl(_checks.float_array(x, "x", "log_sigmoid"))
+  return _log_sigmoid_impl(_arguments.float_array(x, "x", "log_sigmoid"))
 
 
 @jax.jit
 def _sigmoid_derivative_impl(x):
-  xc = x.astype(_checks.compute_dtype(x.dtype))
+  xc = x.astype(_arguments.compute_dtype(x.dtype))
   # σ'(z) = σ(z)(1 − σ(z)) = σ(z)σ(−z): the second form keeps the tails accurate.
   return (lax.logistic(xc) * lax.logistic(-xc)).astype(x.dtype)
 
@@ -384,4 +385,4 @@ def sigmoid_derivative(x: ArrayLike) -> jax.Array:
     >>> sigmoid_derivative(jnp.array([0.0], jnp.float32))
     Array([0.25], dtype=float32)
   """
-  return _sigmoid_derivative_impl(_checks.float_array(x, "x", "sigmoid_derivative"))
+  return _sigmoid_derivative_impl(_arguments.float_array(x, "x", "sigmoid_derivative"))

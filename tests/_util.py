@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from softmax_jax._tolerances import tolerance
+from softmax_jax.verify._tolerances import tolerance
 
 DTYPES = [jnp.float64, jnp.float32, jnp.bfloat16, jnp.float16]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from softmax_jax._reference import (  # noqa: F401  (re-exported for the tests)
+from softmax_jax.verify._references import (  # noqa: F401  (re-exported for the tests)
   binary_cross_entropy,
   log_softmax,
   logsumexp,
@@ -48,7 +48,7 @@ def torch_cross_entropy(logits, labels, weights=None, ignore_index=-100, eps=0.0
 # The conformance matrix's reference (tests/test_conformance.py)
 # ---------------------------------------------------------------------------
 
-from softmax_jax._reference import f64  # noqa: E402
+from softmax_jax.verify._references import f64  # noqa: E402
 
 
 def integer_label_rows(logits, labels, *, weights=None, ignore_index=None, eps=0.0, z_loss=0.0,

@@ -54,6 +54,8 @@ from softmax_jax import sharded
 
 import reference as ref
 
+pytestmark = pytest.mark.x64
+
 # ---------------------------------------------------------------------------
 # The grid's dimensions and the support tables
 # ---------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import softmax_jax as sj
 import reference as ref
 from _util import DTYPES, TRANSFORMS, assert_close, f64, logits
 
+pytestmark = pytest.mark.x64
+
 
 def _naive_softmax(x):
   e = jnp.exp(x - jnp.max(x))

@@ -7,6 +7,7 @@ stays small on a 2-core CI machine.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,8 @@ import softmax_jax as sj
 
 import reference as ref
 from _util import f64
+
+pytestmark = pytest.mark.x64
 
 SHAPES = [(5,), (3, 4), (2, 3, 5), (1, 17)]
 SCALES = [1e-3, 1.0, 10.0, 100.0, 1e4]

@@ -11,6 +11,8 @@ import softmax_jax as sj
 import reference as ref
 from _util import DTYPES, TRANSFORMS, assert_close, f64, logits
 
+pytestmark = pytest.mark.x64
+
 SHAPES_AXES = [((7,), -1), ((4, 5), -1), ((4, 5), 0), ((2, 3, 6), 1), ((2, 3, 6), (1, 2))]
 
 
