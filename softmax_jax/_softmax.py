@@ -23,8 +23,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from softmax_jax import _arguments, _numerics
-from softmax_jax._kernels import _pallas
+from softmax_jax import _arguments, _kernels, _numerics
 
 # ---------------------------------------------------------------------------
 # Shared numerics: row max, shifted logits and sums.
@@ -165,7 +164,7 @@ def softmax(
   _arguments.classes(int(np.prod([x.shape[a] for a in ax])), "x", fn)
   where = _arguments.where_mask(where, x.shape, fn)
   temperature = _temperature_arg(temperature, fn)
-  return _pallas.choose(impl, x, ax, fn, kernel=lambda: _pallas.softmax(x, False),
+  return _kernels.choose(impl, x, ax, fn, kernel=lambda: _kernels.softmax(x, False),
                         xla=lambda: _softmax_impl(x, ax, where, temperature),
                         where=where is not None, temperature=temperature is not None)
 
@@ -239,7 +238,7 @@ def log_softmax(
   _arguments.classes(int(np.prod([x.shape[a] for a in ax])), "x", fn)
   where = _arguments.where_mask(where, x.shape, fn)
   temperature = _temperature_arg(temperature, fn)
-  return _pallas.choose(impl, x, ax, fn, kernel=lambda: _pallas.softmax(x, True),
+  return _kernels.choose(impl, x, ax, fn, kernel=lambda: _kernels.softmax(x, True),
                         xla=lambda: _log_softmax_impl(x, ax, where, temperature),
                         where=where is not None, temperature=temperature is not None)
 

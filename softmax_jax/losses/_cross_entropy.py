@@ -31,9 +31,8 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from softmax_jax import _arguments
+from softmax_jax import _arguments, _kernels
 from softmax_jax import _numerics as nx
-from softmax_jax._kernels import _pallas
 
 
 def _take(x, index):
@@ -488,7 +487,7 @@ def cross_entropy_with_integer_labels(
     raise TypeError(f"{fn}: donate_logits must be True or False, got {donate_logits!r}.")
 
   def kernel():
-    return _pallas.cross_entropy(jnp.moveaxis(logits, ax, -1), labels, reduction,
+    return _kernels.cross_entropy(jnp.moveaxis(logits, ax, -1), labels, reduction,
                                  weights=class_weights, eps=eps, z_loss=z_loss, softcap=cap,
                                  ignore_index=ignore_index, donate=bool(donate_logits))
 
@@ -496,7 +495,7 @@ def cross_entropy_with_integer_labels(
     return _int_impl(logits, labels, class_weights, where, ax, eps, ignore_index, reduction,
                      z_loss, cap)
 
-  return _pallas.choose(impl, logits, (ax,), fn, kernel=kernel, xla=xla,
+  return _kernels.choose(impl, logits, (ax,), fn, kernel=kernel, xla=xla,
                         where=where is not None)
 
 
