@@ -194,3 +194,17 @@ def error_line(err: BaseException, limit: int) -> str:
   reports that record a failure and go on."""
   lines = str(err).strip().splitlines() or [""]
   return f"{type(err).__name__}: {lines[0][:limit]}"
+
+
+def mesh(mesh, axes: dict, fn: str) -> None:
+  """``mesh`` is a ``Mesh`` with automatic axes that has every named axis in ``axes``."""
+  if not isinstance(mesh, jax.sharding.Mesh):
+    raise TypeError(f"{fn}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+  for name, value in axes.items():
+    if value is not None and value not in mesh.shape:
+      raise ValueError(f"{fn}: {name}={value!r} is not an axis of the mesh "
+                       f"{dict(mesh.shape)}")
+  if jax.sharding.AxisType.Explicit in tuple(getattr(mesh, "axis_types", ())):
+    raise ValueError(f"{fn}: the mesh has Explicit axes {mesh.axis_types}; use automatic "
+                     "axes: jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,)"
+                     " * len(names)) or jax.sharding.Mesh(devices, names)")

@@ -36,7 +36,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
@@ -395,22 +395,8 @@ def cross_entropy_with_integer_labels_local(
 # ---------------------------------------------------------------------------
 
 
-def check_mesh(mesh, axes: dict, fn: str) -> None:
-  """``mesh`` is a ``Mesh`` with automatic axes that has every named axis in ``axes``."""
-  if not isinstance(mesh, Mesh):
-    raise TypeError(f"{fn}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
-  for name, value in axes.items():
-    if value is not None and value not in mesh.shape:
-      raise ValueError(f"{fn}: {name}={value!r} is not an axis of the mesh "
-                       f"{dict(mesh.shape)}")
-  if AxisType.Explicit in tuple(getattr(mesh, "axis_types", ())):
-    raise ValueError(f"{fn}: the mesh has Explicit axes {mesh.axis_types}; use automatic "
-                     "axes: jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,)"
-                     " * len(names)) or jax.sharding.Mesh(devices, names)")
-
-
 def _check(x, mesh, axis_name, batch_axis, fn):
-  check_mesh(mesh, {"axis_name": axis_name, "batch_axis": batch_axis}, fn)
+  _arguments.mesh(mesh, {"axis_name": axis_name, "batch_axis": batch_axis}, fn)
   x = jnp.asarray(x)
   if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f"{fn}: expected float logits of shape [batch, classes], got "

@@ -292,9 +292,9 @@ def make_epoch(config: TrainConfig, optimizer: optax.GradientTransformationExtra
 
 def check_data_parallel(config: TrainConfig, mesh: Mesh, data_axis: str = "data") -> None:
   """Raise a ``ValueError`` unless ``mesh`` can split ``config``'s batches along ``data_axis``."""
-  from softmax_jax.sharded._sharded import check_mesh
+  from softmax_jax import _arguments
 
-  check_mesh(mesh, {"data_axis": data_axis}, "fit")
+  _arguments.mesh(mesh, {"data_axis": data_axis}, "fit")
   devices = mesh.shape[data_axis]
   if config.batch_size is not None and config.batch_size % devices:
     raise ValueError(f"fit: batch_size={config.batch_size} is not a multiple of the {devices} "
