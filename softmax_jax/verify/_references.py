@@ -9,6 +9,8 @@ probability 0, loss 0 and zero derivatives.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -21,13 +23,20 @@ def valid(x, where=None) -> np.ndarray:
   return v if where is None else v & np.broadcast_to(np.asarray(where, bool), v.shape)
 
 
-def _shift(x, axis, where):
+class _Shifted(NamedTuple):
+  """Logits less their row max over valid entries (``-inf`` elsewhere), and the valid mask."""
+
+  z: np.ndarray
+  valid: np.ndarray
+
+
+def _shift(x, axis, where) -> _Shifted:
   x = f64(x)
   v = valid(x, where)
   xm = np.where(v, x, -np.inf)
   m = np.max(xm, axis=axis, keepdims=True)
   m = np.where(np.isfinite(m), m, 0.0)
-  return xm - m, v
+  return _Shifted(xm - m, v)
 
 
 def softmax(x, axis=-1, where=None) -> np.ndarray:
@@ -95,7 +104,16 @@ def sigmoid_derivative(x) -> np.ndarray:
   return sigmoid(x) * sigmoid(-f64(x))
 
 
-def xent_targets(logits, labels, *, weights=None, ignore_index=None, eps=0.0, where=None):
+class Targets(NamedTuple):
+  """Effective targets ``q`` [..., C] of integer labels, and the weight ``w_t`` of each row
+  (0 where the row does not count): the denominator of ``reduction="mean"``."""
+
+  q: np.ndarray
+  row_weights: np.ndarray
+
+
+def xent_targets(logits, labels, *, weights=None, ignore_index=None, eps=0.0,
+                 where=None) -> Targets:
   """Effective targets q with ξ = Σ_c q_c (−log y_c) for integer labels (PyTorch semantics).
 
   q_c = (1 − ε) w_t δ_ct + (ε/K) w_c [c valid]; rows that are ignored or have no
@@ -114,7 +132,7 @@ def xent_targets(logits, labels, *, weights=None, ignore_index=None, eps=0.0, wh
   counted = v.any(-1)
   if ignore_index is not None:
     counted &= labels != ignore_index
-  return np.where(counted[..., None], q, 0.0), np.where(counted, w[safe], 0.0)
+  return Targets(np.where(counted[..., None], q, 0.0), np.where(counted, w[safe], 0.0))
 
 
 def soft_targets(logits, targets, *, eps=0.0, where=None):
@@ -159,25 +177,3 @@ def binary_cross_entropy(logits, labels) -> np.ndarray:
 def binary_cross_entropy_grad(logits, labels) -> np.ndarray:
   """∂/∂z = σ(z) − y (the lecture's h − y)."""
   return sigmoid(logits) - f64(labels)
-
-
-# Magnitudes: Σ|terms| behind each entry of a product, the scale its rounding error is
-# proportional to (used by the verification grid for results that are long reductions).
-
-
-def softmax_jvp_magnitude(x, v, where=None) -> np.ndarray:
-  y = softmax(x, -1, where)
-  av = np.abs(f64(v))
-  return y * (av + np.sum(y * av, -1, keepdims=True))
-
-
-def log_softmax_jvp_magnitude(x, v, where=None) -> np.ndarray:
-  y = softmax(x, -1, where)
-  av = np.abs(f64(v))
-  return av + np.sum(y * av, -1, keepdims=True)
-
-
-def log_softmax_vjp_magnitude(x, u, where=None) -> np.ndarray:
-  y = softmax(x, -1, where)
-  au = np.where(valid(x, where), np.abs(f64(u)), 0.0)
-  return au + y * np.sum(au, -1, keepdims=True)

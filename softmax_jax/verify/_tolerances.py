@@ -69,14 +69,23 @@ def _eps(name: str) -> float:
   return float(jnp.finfo(jnp.dtype(name)).eps)
 
 
-def tolerance(dtype) -> tuple[float, float]:
-  """Returns the elementwise ``(rtol, atol) = (c ε, c ε)`` of ``dtype``."""
+class Tolerance(NamedTuple):
+  """An elementwise tolerance: ``|got − ref| ≤ atol + rtol·|ref|``."""
+
+  rtol: float
+  atol: float
+
+
+def tolerance(dtype) -> Tolerance:
+  """Returns the elementwise ``(rtol, atol) = (c ε, c ε)`` of ``dtype``.
+
+  Examples:
+    >>> tolerance("float32")
+    Tolerance(rtol=1.9073486328125e-06, atol=1.9073486328125e-06)
+  """
   name = _name(dtype)
   tol = _FACTOR[name] * _eps(name)
-  return tol, tol
-
-
-TOLERANCES: dict[str, tuple[float, float]] = {name: tolerance(name) for name in _FACTOR}
+  return Tolerance(tol, tol)
 
 
 def fd_tolerance(compute_dtype) -> float:
@@ -157,10 +166,18 @@ def _absolute(v):
   return np.abs(v) if isinstance(v, np.ndarray | np.generic) else jnp.abs(v)
 
 
-def _interpret(jaxpr, consts, args, linear):
+class _Propagated(NamedTuple):
+  """The outputs of a program evaluated on magnitudes, and which of them are linear."""
+
+  values: list
+  linear: list[bool]
+
+
+def _interpret(jaxpr, consts, args, linear) -> _Propagated | str:
   """Evaluates ``jaxpr`` on magnitudes: constants as they are, linear values as Σ|terms|.
 
-  Returns ``(outputs, linear flags)``, or a string naming what it cannot propagate.
+  Returns the :class:`_Propagated` outputs, or a string naming what it cannot propagate
+  (a reason, not an exception: the caller falls back to another scale).
   """
   env, lin = {}, {}
 
@@ -207,10 +224,17 @@ def _interpret(jaxpr, consts, args, linear):
     for var, value, flag in zip(eqn.outvars, outs, out_flags, strict=True):
       env[var], lin[var] = value, flag
   outs = [read(v) for v in jaxpr.outvars]
-  return [o for o, _ in outs], [f for _, f in outs]
+  return _Propagated([o for o, _ in outs], [f for _, f in outs])
 
 
-def term_magnitude(linear_fn, tangent):
+class TermMagnitude(NamedTuple):
+  """``Σ|terms|`` shaped like the linear map's output, or ``None`` and the reason why not."""
+
+  magnitude: object  # a pytree of arrays, or None
+  reason: str | None
+
+
+def term_magnitude(linear_fn, tangent) -> TermMagnitude:
   """``Σ|terms|`` of each entry of ``linear_fn(tangent)``, as JAX computes it.
 
   ``linear_fn`` is linear in ``tangent`` (a ``jax.linearize`` JVP, or a
@@ -221,9 +245,9 @@ def term_magnitude(linear_fn, tangent):
   scale rounding error is proportional to.
 
   Returns:
-    ``(magnitude, None)`` with ``magnitude`` shaped like ``linear_fn(tangent)``,
-    or ``(None, reason)`` when the program holds an operation this does not
-    propagate (a loop, say); the caller then falls back to ``max|ref|``.
+    A :class:`TermMagnitude`: ``(magnitude, None)`` with ``magnitude`` shaped like
+    ``linear_fn(tangent)``, or ``(None, reason)`` when the program holds an operation
+    this does not propagate (a loop, say); the caller then falls back to ``max|ref|``.
   """
   closed, out_shape = jax.make_jaxpr(linear_fn, return_shape=True)(tangent)
   leaves = jax.tree_util.tree_leaves(tangent)
@@ -234,10 +258,11 @@ def term_magnitude(linear_fn, tangent):
     if isinstance(result, str):
       reasons.append(result)
       return []
-    return result[0]
+    return result.values
 
   traced = jax.jit(run).trace(closed.consts, leaves)  # tracing finds what cannot be propagated
   if reasons:
-    return None, reasons[0]
+    return TermMagnitude(None, reasons[0])
   outs = traced.lower().compile()(closed.consts, leaves)
-  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs), None
+  return TermMagnitude(
+      jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs), None)

@@ -10,7 +10,7 @@ import pytest
 
 import softmax_jax as sj
 from softmax_jax import cli
-from softmax_jax.verify import _grid, check_grad, check_jacobian, check_jvp, check_vjp
+from softmax_jax.verify import _comparisons, _grid, check_grad, check_jacobian, check_jvp, check_vjp
 from softmax_jax.verify._tolerances import term_magnitude
 
 pytestmark = pytest.mark.x64
@@ -130,7 +130,7 @@ def test_verify_quick_passes_and_writes_json(tmp_path, capsys):
 
 
 def test_verify_fails_on_a_wrong_implementation(monkeypatch, capsys):
-  monkeypatch.setattr(_grid, "softmax_jacobian", lambda z: sj.softmax_jacobian(z) * 1.01)
+  monkeypatch.setattr(_comparisons, "softmax_jacobian", lambda z: sj.softmax_jacobian(z) * 1.01)
   code = cli.main(["verify", "--functions", "softmax", "--dtypes", "float32", "--classes", "10",
                    "--scales", "1"])
   out = capsys.readouterr().out
@@ -142,7 +142,7 @@ def test_verify_reports_a_check_that_cannot_run_and_goes_on(monkeypatch, capsys,
   def broken(z):
     raise NotImplementedError("no kernel for this backend")
 
-  monkeypatch.setattr(_grid, "softmax_jacobian", broken)
+  monkeypatch.setattr(_comparisons, "softmax_jacobian", broken)
   path = tmp_path / "rows.json"
   code = cli.main(["verify", "--functions", "softmax,log_softmax", "--dtypes", "float32",
                    "--classes", "10", "--scales", "1", "--json", str(path)])
@@ -310,7 +310,7 @@ def test_term_magnitude_of_the_softmax_vjp_is_the_sum_of_its_terms(x, rng):
 
 def test_grid_catches_the_missing_term_at_32768_classes(monkeypatch):
   # entries of the VJP are ~3e-5 here: a fixed absolute tolerance of 16 ε ≈ 2e-6 passed this bug
-  monkeypatch.setattr(_grid, "softmax_vjp", _missing_term)
+  monkeypatch.setattr(_comparisons, "softmax_vjp", _missing_term)
   rows = _grid.run_case("float32", 32768, "1", functions=["softmax"])
   status = {(r.function, r.method): r.status for r in rows if r.impl == "softmax_jax"}
   assert status[("softmax_vjp", "analytic")] == "FAIL"

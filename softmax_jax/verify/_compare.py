@@ -1,0 +1,168 @@
+"""One result against one reference under a bound: :func:`compare` and what it reports.
+
+An entry passes when ``|got − ref| ≤ rtol·max(M, S) + atol + extra``, the bound of
+``softmax_jax.verify._tolerances``: ``S`` the scale of the result (``max|ref|`` over a
+leaf, a block of a Jacobian or an example of a batch, see :func:`max_per_segment`),
+``M`` the ``Σ|terms|`` behind the entry where it is known, and ``extra`` a further
+allowance such as a finite difference's estimated error.  :class:`MethodError` holds
+the outcome against one reference method, :class:`CheckResult` those of one check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from softmax_jax.verify._tolerances import Bound
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodError:
+  """How far one candidate is from one reference method, and the bound it was held to.
+
+  ``error`` and ``allowed`` are ``|got − ref|`` and its bound at ``worst_index``,
+  the entry closest to (or furthest beyond) its bound; ``allowed = rtol·scale
+  + atol + extra`` there, with ``scale = max(M, S)`` at that entry.
+  """
+
+  method: str
+  max_abs_err: float
+  max_rel_err: float
+  worst_index: tuple
+  rtol: float
+  atol: float
+  passed: bool
+  error: float = float("nan")
+  allowed: float = float("nan")
+  scale: float = float("nan")
+  rule: str = ""         # where rtol comes from
+  scale_rule: str = ""   # what the scale is
+  extra: float = 0.0     # the further allowance at worst_index (a finite difference's error)
+
+  def __str__(self) -> str:
+    status = "ok" if self.passed else "FAIL"
+    terms = [f"{self.rtol:.2e} × {self.scale:.2e}"]
+    names = ["rtol·scale"]
+    if self.atol:
+      names.append("atol")
+      terms.append(f"{self.atol:.1e}")
+    if self.extra:
+      names.append("fd error estimate")
+      terms.append(f"{self.extra:.1e}")
+    return (f"{self.method:8s} error {self.error:9.2e} vs bound {self.allowed:9.2e} at "
+            f"{self.worst_index}  [bound = {' + '.join(names)} = {' + '.join(terms)}; "
+            f"rtol = {self.rule}; scale = {self.scale_rule}]  "
+            f"max abs {self.max_abs_err:.2e}  max rel {self.max_rel_err:.2e}  {status}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+  """The outcome of one check: one :class:`MethodError` per reference method."""
+
+  kind: str
+  dtype: str
+  shape: tuple
+  errors: tuple[MethodError, ...]
+
+  @property
+  def passed(self) -> bool:
+    return all(e.passed for e in self.errors)
+
+  def __getitem__(self, method: str) -> MethodError:
+    for e in self.errors:
+      if e.method == method:
+        return e
+    raise KeyError(method)
+
+  def __str__(self) -> str:
+    head = (f"{self.kind} check, {self.dtype}, compared shape {self.shape}: "
+            f"{'PASSED' if self.passed else 'FAILED'}")
+    return "\n".join([head, *("  " + str(e) for e in self.errors)])
+
+
+def lowest_precision(tree) -> jnp.dtype:
+  """The floating dtype of fewest bits among the leaves of ``tree`` (the one a bound is for)."""
+  dts = [jnp.dtype(leaf.dtype) for leaf in jax.tree_util.tree_leaves(tree)]
+  if not dts:
+    raise ValueError("verify: nothing to compare (empty pytree).")
+  return min(dts, key=lambda d: jnp.finfo(d).bits if jnp.issubdtype(d, jnp.floating) else 64)
+
+
+def finite_abs(a) -> np.ndarray:
+  """``|a|`` in float64 with non-finite entries set to 0 (they have no scale)."""
+  a = np.abs(np.asarray(a, np.float64))
+  return np.where(np.isfinite(a), a, 0.0)
+
+
+def max_per_segment(want, sizes) -> np.ndarray:
+  """``max|want|`` over each segment of the given sizes along the last axis, repeated over it
+  (the scale ``S`` of each leaf of a flattened pytree)."""
+  want = np.asarray(want, np.float64)
+  out, start = np.empty_like(want), 0
+  for size in sizes:
+    seg = finite_abs(want[..., start:start + size])
+    out[..., start:start + size] = seg.max(axis=-1, keepdims=True, initial=0.0)
+    start += size
+  return out
+
+
+def compare(got, want, method: str, *, bound: Bound, magnitude=None, scale=None,
+            extra_atol=None, index_of=None, scale_rule: str | None = None) -> MethodError:
+  """Compares two arrays entrywise: ``|got − want| ≤ rtol·max(M, S) + atol + extra``.
+
+  Args:
+    got, want: the candidate and the reference (any shape, compared flat).
+    method: the reference's name, for the report.
+    bound: ``rtol``, ``atol`` and the rule behind them
+      (:func:`softmax_jax.verify._tolerances.bound`).
+    magnitude: ``M``, the ``Σ|terms|`` summed to make each entry (broadcast to
+      ``want``); non-finite entries are ignored.
+    scale: ``S``, the scale of the result, broadcast to ``want``; default
+      ``max|want|`` over its finite entries.
+    extra_atol: a further absolute allowance per entry (the estimated error of
+      a finite difference, say).
+    index_of: maps a flat position to the index reported as ``worst_index``.
+    scale_rule: how the scale was made, for the report.
+
+  NaNs in the same places, and equal infinities, count as agreement.
+
+  Examples:
+    >>> import numpy as np
+    >>> from softmax_jax.verify._tolerances import bound
+    >>> b = bound("float32", 3)
+    >>> compare(np.array([1.0, 2.0]), np.array([1.0, 2.0]), "exact", bound=b).passed
+    True
+    >>> compare(np.array([1.0, 2.02]), np.array([1.0, 2.0]), "1 % off", bound=b).passed
+    False
+  """
+  w_full = np.asarray(want, np.float64)
+  g = np.asarray(got, np.float64).ravel()
+  w = w_full.ravel()
+  if scale is None:
+    s = np.full(w.shape, finite_abs(w).max(initial=0.0))
+  else:
+    s = np.broadcast_to(np.asarray(scale, np.float64), w_full.shape).ravel()
+  rule = scale_rule or ("max|ref|" if magnitude is None else "max(Σ|terms|, max|ref|)")
+  if magnitude is not None:
+    s = np.maximum(s, np.broadcast_to(finite_abs(magnitude), w_full.shape).ravel())
+  both_nan = np.isnan(g) & np.isnan(w)
+  same_inf = np.isinf(w) & (g == w)
+  with np.errstate(invalid="ignore"):
+    diff = np.where(both_nan | same_inf, 0.0, np.abs(g - w))
+  diff = np.where(np.isnan(diff), np.inf, diff)
+  extra = (np.zeros_like(w) if extra_atol is None else
+           np.broadcast_to(np.asarray(extra_atol, np.float64), w_full.shape).ravel())
+  allowed = bound.rtol * s + bound.atol + extra
+  aw = finite_abs(w)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    rel = np.where(aw > 0, diff / aw, 0.0)
+    ratio = np.where(diff > 0, diff / allowed, 0.0)
+  worst = int(np.argmax(ratio)) if ratio.size else 0
+  index = index_of(worst) if index_of is not None else (worst,)
+  at = (lambda a: float(a[worst])) if ratio.size else (lambda a: 0.0)  # noqa: E731
+  return MethodError(method, float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), index,
+                     bound.rtol, bound.atol, bool(np.all(diff <= allowed)), at(diff), at(allowed),
+                     at(s), bound.rule, rule, at(extra))
