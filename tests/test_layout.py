@@ -1,7 +1,10 @@
-"""The package's layers: each is a folder, and no module imports from a layer above it."""
+"""The package's layers: each is a folder, no module imports from a layer above it (nor
+loads one when imported), and no module is longer than a reader can hold."""
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -85,3 +88,60 @@ def test_the_layer_check_catches_an_upward_import(tmp_path):
   bad.write_text("def f():\n  from softmax_jax.train import fit\n")
   found = [name for _, name in _imports(bad, "softmax_jax._numerics")]
   assert found and _layer(found[0]) > _layer("softmax_jax._numerics")
+
+
+# ---------------------------------------------------------------------------
+# Length: a module over MAX_LINES does two things (house style: split it).
+# ---------------------------------------------------------------------------
+
+MAX_LINES = 400
+
+# Modules still over MAX_LINES while they are being split.  This list should be EMPTY:
+# a module that is one concept best read whole would be named here with the reason.
+LONG_MODULES = {
+    "_kernels/_pallas.py",
+    "bench/_harness.py",
+    "cli/_train.py",
+    "losses/_cross_entropy.py",
+    "sharded/_sharded.py",
+    "train/_loop.py",
+    "train/_runs.py",
+    "verify/_derivatives.py",
+    "verify/_grid.py",
+}
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_module_is_over_400_lines(path):
+  name = path.relative_to(ROOT).as_posix()
+  lines = len(path.read_text().splitlines())
+  if name in LONG_MODULES:
+    pytest.skip(f"{name} ({lines} lines) is on the allow-list LONG_MODULES")
+  assert lines <= MAX_LINES, f"{name} has {lines} lines (more than {MAX_LINES}): split it"
+
+
+# ---------------------------------------------------------------------------
+# Importing a layer loads nothing above it, nor the heavy optional dependencies
+# (the trainer's extras are imported by the functions that use them).
+# ---------------------------------------------------------------------------
+
+_OPTIONAL = ("orbax", "matplotlib", "tqdm", "sklearn", "pandas", "torch")
+_TOOLS = ("softmax_jax.verify", "softmax_jax.bench")
+_TRAINER = ("softmax_jax.train", "softmax_jax.model", "softmax_jax.datasets")
+_CLI = ("softmax_jax.cli",)
+
+
+@pytest.mark.parametrize("module,absent", [
+    ("softmax_jax", _OPTIONAL + _TOOLS + _TRAINER + _CLI),
+    ("softmax_jax.sharded", _OPTIONAL + _TOOLS + _TRAINER + _CLI),
+    ("softmax_jax.verify", _OPTIONAL + _TRAINER + _CLI),
+    ("softmax_jax.bench", _OPTIONAL + _TRAINER + _CLI),
+    ("softmax_jax.train", _OPTIONAL + _CLI),
+    ("softmax_jax.model", _OPTIONAL + _CLI),
+])
+def test_import_loads_no_layer_above_and_no_optional_dependency(module, absent):
+  code = (f"import sys, {module}\n"
+          f"print([m for m in {absent!r} if m in sys.modules])")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip() == "[]", f"import {module} loaded {done.stdout.strip()}"

@@ -1,13 +1,22 @@
-"""The softmax-jax command line."""
+"""The softmax-jax command line: the dispatcher, ``demo``, and what a command costs to start.
 
+These run with x64 off, as a user's process does: ``demo`` turns float64 on for itself.
+``verify`` and ``bench`` are tested in tests/verify and tests/bench, ``train`` and
+``predict`` in tests/cli/test_train.py.
+"""
+
+import ast
+import pathlib
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from softmax_jax import cli
 
-pytestmark = pytest.mark.x64
+CLI = pathlib.Path(cli.__file__).parent
 
 
 def test_demo_checks_every_derivative(capsys):
@@ -15,6 +24,14 @@ def test_demo_checks_every_derivative(capsys):
   out = capsys.readouterr().out
   assert "all derivatives agree" in out
   assert out.count("e-") >= 6  # one error figure per check
+
+
+def test_demo_computes_in_float64_and_leaves_the_process_in_float32(capsys):
+  assert not jax.config.jax_enable_x64
+  assert cli.main(["demo", "--classes", "3"]) == 0
+  assert "float64" in capsys.readouterr().out.splitlines()[0]
+  assert not jax.config.jax_enable_x64
+  assert jnp.zeros(2).dtype == jnp.float32
 
 
 def test_no_subcommand_runs_the_demo(capsys):
@@ -36,11 +53,43 @@ def test_python_dash_m():
   assert "all derivatives agree" in done.stdout
 
 
-def test_import_is_light():
-  code = ("import sys, softmax_jax; heavy = [m for m in ('matplotlib', 'tqdm', 'orbax', 'torch',"
-          " 'pandas', 'sklearn') if m in sys.modules]; print(heavy)")
+def _top_level_imports(path):
+  for node in ast.parse(path.read_text()).body:
+    if isinstance(node, ast.Import):
+      yield from (a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
+      yield node.module
+
+
+@pytest.mark.parametrize("path", sorted(CLI.glob("*.py")), ids=lambda p: p.name)
+def test_cli_modules_import_only_the_standard_library_at_the_top(path):
+  """JAX, NumPy and the numerical modules are imported by the functions that run a command."""
+  allowed = set(sys.stdlib_module_names)
+  found = [m for m in _top_level_imports(path)
+           if m.partition(".")[0] not in allowed and not m.startswith("softmax_jax.cli")]
+  assert not found, f"{path.name} imports {found} at the top"
+
+
+# What --help and an argument error must not have imported: the tools, the trainer and
+# their heavy dependencies (``softmax_jax`` itself, and so JAX, come with the package).
+_LATE = ("softmax_jax.verify", "softmax_jax.bench", "softmax_jax.train", "optax", "matplotlib",
+         "tqdm", "orbax")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"], ["bench", "--help"], ["train", "--help"],
+    ["bench", "--shapes", "3x"], ["verify", "--dtypes", "float8"], ["demo", "--classes", "1"],
+    ["train", "--epochs", "0"],
+])
+def test_help_and_argument_errors_import_no_tool_and_no_trainer(argv):
+  code = (f"import sys\nfrom softmax_jax import cli\ntry:\n  cli.main({argv!r})\n"
+          f"except SystemExit as e:\n  code = e.code\n"
+          f"print(code, [m for m in {_LATE!r} if m in sys.modules])")
   done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-  assert done.stdout.strip() == "[]", done.stdout + done.stderr
+  expect = "0" if "--help" in argv else "2"
+  assert done.stdout.strip().splitlines()[-1] == f"{expect} []", done.stdout + done.stderr
+  if expect == "2":
+    assert len(done.stderr.strip().splitlines()) == 1 and "error:" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("args,names", [
