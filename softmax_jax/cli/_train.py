@@ -1,16 +1,28 @@
-"""``softmax-jax train`` and ``softmax-jax predict``."""
+"""``softmax-jax train``: the command line over :func:`softmax_jax.train.train_run`.
+
+The options become a ``TrainConfig`` and a ``DataConfig`` (or, with ``--resume``, are
+read from the run directory); every mistake is one line naming the flag (exit 2)
+before any work.  ``softmax-jax predict`` is in ``_predict``, the signal handling in
+``_signals`` and the progress bar in ``_progress``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import math
 import os
 import pathlib
-import signal
 import sys
 import time
+from typing import TYPE_CHECKING, NamedTuple
+
+from softmax_jax.cli import _machine, _predict
+from softmax_jax.cli._progress import Progress
+from softmax_jax.cli._signals import StopSignals
+
+if TYPE_CHECKING:
+  from softmax_jax.train import DataConfig, TrainConfig
 
 # Options that belong to the run's configuration (refused with --resume, which
 # continues the run with the configuration saved in its directory).
@@ -127,35 +139,10 @@ def add_parsers(sub) -> None:
   g.add_argument("--no-plots", action="store_true", help="skip the figures")
   g.add_argument("--quiet", action="store_true", help="no progress bar")
   train.set_defaults(func=_train)
-
-  predict = sub.add_parser("predict", help="predict a CSV file with a trained run")
-  predict.add_argument("--run", required=True, help="the run directory")
-  predict.add_argument("data", help="CSV file with the model's feature columns (by name)")
-  predict.add_argument("--out", help="output CSV (default <run>/predictions.csv)")
-  predict.add_argument("--device", choices=("cpu", "gpu", "tpu"))
-  predict.set_defaults(func=_predict)
+  _predict.add_parser(sub)
 
 
-def _select_platform(name) -> None:
-  """Ask JAX for the platform ``name`` (before anything starts a backend)."""
-  if name:
-    import jax
-
-    jax.config.update("jax_platforms", name)
-
-
-def _device_problem(name) -> str | None:
-  """An error message when the selected platform is not there."""
-  import jax
-
-  try:
-    jax.devices()
-  except RuntimeError as e:
-    return f"--device {name}: JAX found no such backend here ({e})"
-  return None
-
-
-def _flags(message: str) -> str:
+def _worded_with_flags(message: str) -> str:
   """A configuration error worded with the command line's flags, not the dataclass fields."""
   fields = {field: k for k, field in {**_TRAIN_KEYS, **_DATA_KEYS}.items()}
   fields["epochs"] = "epochs"
@@ -169,8 +156,17 @@ def _flags(message: str) -> str:
   return message
 
 
-def _resume_configs(args):
-  from softmax_jax.train._loop import TrainConfig
+class Settings(NamedTuple):
+  """What a ``train`` command line asks for."""
+
+  train: TrainConfig
+  data: DataConfig
+  out: pathlib.Path  # the run directory
+  checkpoint_every: int
+
+
+def _resumed_settings(args) -> Settings:
+  from softmax_jax.train._config import TrainConfig
   from softmax_jax.train._rundir import RunError, read_json
   from softmax_jax.train._runs import DataConfig
 
@@ -189,11 +185,11 @@ def _resume_configs(args):
     raise RunError(f"{saved}: not a configuration written by softmax-jax train ({what})") from None
   if args.epochs is not None:
     train = dataclasses.replace(train, epochs=args.epochs)
-  return train, data, pathlib.Path(args.resume), args.checkpoint_every or every
+  return Settings(train, data, pathlib.Path(args.resume), args.checkpoint_every or every)
 
 
-def _configs(args):
-  from softmax_jax.train._loop import TrainConfig
+def _settings(args) -> Settings:
+  from softmax_jax.train._config import TrainConfig
   from softmax_jax.train._runs import DataConfig
 
   if args.resume:
@@ -204,7 +200,7 @@ def _configs(args):
       raise ValueError(f"--resume continues a run with the configuration saved in it; "
                        f"drop {flags} (only --epochs, --checkpoint-every, --device, --no-plots "
                        "and --quiet may be given)")
-    return _resume_configs(args)
+    return _resumed_settings(args)
   name = (args.dataset or "iris").strip()
   builtin = name.lower() in ("iris", "digits", "blobs")
   if name.lower() != "blobs":
@@ -235,7 +231,7 @@ def _configs(args):
   try:
     train = TrainConfig(**tk)
   except ValueError as e:
-    raise ValueError(_flags(str(e))) from None
+    raise ValueError(_worded_with_flags(str(e))) from None
   data = DataConfig(**{field: getattr(args, k) for k, field in _DATA_KEYS.items()
                        if getattr(args, k) is not None})
   name = data.dataset
@@ -243,12 +239,15 @@ def _configs(args):
     data = dataclasses.replace(data, dataset=str(pathlib.Path(name).resolve()))
     name = pathlib.Path(name).name.split(".")[0]
   out = pathlib.Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-  return train, data, out, args.checkpoint_every or 10
+  return Settings(train, data, out, args.checkpoint_every or 10)
 
 
 def _missing_extras(args) -> str | None:
-  """What of the ``train`` extra this run needs and lacks, with the install command."""
-  import importlib
+  """What of the ``train`` extra this run needs and lacks, with the install command.
+
+  Looked up without importing (the run imports each when it first needs it).
+  """
+  import importlib.util
 
   missing = []
   needed = ["orbax.checkpoint"]
@@ -256,48 +255,15 @@ def _missing_extras(args) -> str | None:
     needed.append("matplotlib")
   for module in needed:
     try:
-      importlib.import_module(module)
-    except ImportError:
+      found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # the parent package is missing, or not a package
+      found = False
+    if not found:
       missing.append(module.split(".")[0])
   if not missing:
     return None
   hint = "; or pass --no-plots" if missing == ["matplotlib"] else ""
   return f"this run needs {' and '.join(missing)}, which is not installed: {_EXTRA}{hint}"
-
-
-def _progress(total, quiet):
-  if quiet:
-    return None, lambda row: None
-  try:
-    from tqdm import tqdm
-  except ImportError:
-    step = max(1, total // 10)
-
-    def plain(row):
-      if row["epoch"] % step == 0 or row["epoch"] == total:
-        print(f"epoch {row['epoch']}/{total}  loss {row['train_loss']:.4f}  "
-              f"acc {row['train_accuracy']:.3f}  val_loss {row['val_loss']:.4f}", file=sys.stderr)
-
-    return None, plain
-  class Bar:  # opened at the first epoch, so that an error before it prints one line only
-    bar = None
-
-    def close(self):
-      if self.bar is not None:
-        self.bar.close()
-
-  lazy = Bar()
-
-  def update(row):
-    if lazy.bar is None:
-      lazy.bar = tqdm(total=total, unit="epoch", file=sys.stderr, dynamic_ncols=True)
-    bar = lazy.bar
-    bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=f"{row['train_accuracy']:.3f}",
-                    val_loss=f"{row['val_loss']:.4f}", val_acc=f"{row['val_accuracy']:.3f}",
-                    refresh=False)
-    bar.update(row["epoch"] - bar.n)  # a resumed run starts where its checkpoint left off
-
-  return lazy, update
 
 
 def _report(metrics, out) -> str:
@@ -334,63 +300,6 @@ def _mesh(args):
   return make_mesh(parse_mesh(args.mesh or "data=-1"))
 
 
-class _Signals:
-  """SIGINT and SIGTERM during ``train``: the first asks the run to stop.
-
-  The run then stops after the epoch in progress, checkpoints it and prints the
-  resume hint (exit 130 or 143).  A second signal stops the process at once by
-  the signal's default action (the checkpoint written last stays complete:
-  orbax renames a finished checkpoint into place).
-  """
-
-  def __init__(self):
-    self.received: int | None = None
-    self._previous: dict = {}
-
-  def __enter__(self) -> _Signals:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      with contextlib.suppress(ValueError):  # not the main thread: leave them be
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame) -> None:
-    if self.received is not None:  # the second one: stop now, by the default action
-      signal.signal(signum, signal.SIG_DFL)
-      os.kill(os.getpid(), signum)
-      return
-    self.received = signum
-
-  def stop_requested(self) -> bool:
-    """Whether a signal came; from then on a further one takes its default action at once.
-
-    (Not set in the handler itself: Python reports a signal that is already pending
-    when its handler becomes ``SIG_DFL`` as an ``OSError``.)
-    """
-    if self.received is None:
-      return False
-    for sig in self._previous:
-      signal.signal(sig, signal.SIG_DFL)
-    return True
-
-  def __exit__(self, *exc) -> None:
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-  @property
-  def name(self) -> str:
-    return signal.Signals(self.received).name
-
-  @property
-  def exit_code(self) -> int:
-    return 128 + self.received
-
-
-def _os_error(e: OSError) -> str:
-  """A machine fault (read-only or full disk...) as one line naming the path and the cause."""
-  where = f" {e.filename}" if e.filename else ""
-  return f"cannot write{where}: {e.strerror or e}"
-
-
 def _compilation_cache(jax) -> None:
   """JAX's persistent compilation cache, so that a repeated run skips the epoch's compilation.
 
@@ -408,30 +317,40 @@ def _compilation_cache(jax) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-  with _Signals() as signals:
+  with StopSignals() as signals:
     return _train_with(args, signals)
 
 
-def _train_with(args: argparse.Namespace, signals: _Signals) -> int:
+def _float64(needed: bool):
+  """A context with 64-bit JAX for a float64 run (the process's setting is left alone)."""
+  import contextlib
+
+  import jax
+
+  return jax.enable_x64(True) if needed else contextlib.nullcontext()
+
+
+def _train_with(args: argparse.Namespace, signals: StopSignals) -> int:
   from softmax_jax.train._checkpoint import CheckpointError
-  from softmax_jax.train._datasets._builtin import DataError
+  from softmax_jax.train._datasets import DataError
 
   try:
-    train, data, out, every = _configs(args)
+    settings = _settings(args)
   except (DataError, ValueError) as e:
     print(f"softmax-jax train: {e}", file=sys.stderr)
     return 2
+  train, data, out, every = settings
   missing = _missing_extras(args)
   if missing:
     print(f"softmax-jax train: {missing}", file=sys.stderr)
     return 2
-  _select_platform(args.device)
+  _machine.select_platform(args.device)
   try:
     _start_processes(args)  # before the backend starts
   except (RuntimeError, ValueError) as e:
     print(f"softmax-jax train: jax.distributed.initialize failed: {e}", file=sys.stderr)
     return 2
-  problem = _device_problem(args.device)
+  problem = _machine.device_problem(args.device)
   if problem:
     print(f"softmax-jax train: {problem}", file=sys.stderr)
     return 2
@@ -446,25 +365,25 @@ def _train_with(args: argparse.Namespace, signals: _Signals) -> int:
         "data", 1):
       raise ValueError(f"--batch-size {train.batch_size} is not a multiple of the "
                        f"{mesh.shape['data']} devices of the data-parallel mesh")
-    if train.dtype == "float64":
-      jax.config.update("jax_enable_x64", True)
-    bar, update = _progress(train.epochs, args.quiet)
+    progress = Progress(train.epochs, args.quiet)
     try:
-      metrics = train_run(train, data, out, checkpoint_every=every, resume=bool(args.resume),
-                          overwrite=args.overwrite, plots=not args.no_plots, on_epoch=update,
-                          mesh=mesh, should_stop=signals.stop_requested)
+      with _float64(train.dtype == "float64"):
+        metrics = train_run(train, data, out, checkpoint_every=every, resume=bool(args.resume),
+                            overwrite=args.overwrite, plots=not args.no_plots,
+                            on_epoch=progress, mesh=mesh, should_stop=signals.stop_requested)
     finally:
-      if bar is not None:
-        bar.close()
+      progress.close()
   except Interrupted as e:
-    name = signals.name if signals.received is not None else "SIGINT"
-    print(f"softmax-jax train: {name}: {e}", file=sys.stderr)
-    return signals.exit_code if signals.received is not None else 130
+    print(f"softmax-jax train: {signals.name}: {e}", file=sys.stderr)
+    return signals.exit_code
   except (DataError, CheckpointError, FileExistsError, ValueError) as e:
     print(f"softmax-jax train: {e}", file=sys.stderr)
     return 2
+  except ImportError as e:  # an extra found at start but broken (its own imports fail)
+    print(f"softmax-jax train: {e}", file=sys.stderr)
+    return 2
   except OSError as e:
-    print(f"softmax-jax train: {_os_error(e)}", file=sys.stderr)
+    print(f"softmax-jax train: {_machine.fault(e)}", file=sys.stderr)
     return 2
   if metrics:  # empty on processes other than 0 of a multi-process run
     print(_report(metrics, out))
@@ -472,26 +391,4 @@ def _train_with(args: argparse.Namespace, signals: _Signals) -> int:
     print(f"softmax-jax train: {signals.name} after the last epoch: the run in {out} is "
           "complete", file=sys.stderr)
     return signals.exit_code
-  return 0
-
-
-def _predict(args: argparse.Namespace) -> int:
-  _select_platform(args.device)
-  problem = _device_problem(args.device)
-  if problem:
-    print(f"softmax-jax predict: {problem}", file=sys.stderr)
-    return 2
-  from softmax_jax.train._datasets._builtin import DataError
-  from softmax_jax.train._runs import predict_run
-
-  try:
-    path, summary = predict_run(args.run, args.data, args.out)
-  except (DataError, ValueError) as e:
-    print(f"softmax-jax predict: {e}", file=sys.stderr)
-    return 2
-  except OSError as e:
-    print(f"softmax-jax predict: {_os_error(e)}", file=sys.stderr)
-    return 2
-  acc = f", accuracy {summary['accuracy']:.4f}" if "accuracy" in summary else ""
-  print(f"{summary['n']} predictions written to {path}{acc}")
   return 0

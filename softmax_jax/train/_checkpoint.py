@@ -4,9 +4,17 @@ A checkpoint holds the whole :class:`~softmax_jax.train.TrainState` (parameters,
 optimizer state, PRNG key, epoch and the early-stopping record) and, as JSON,
 the metrics history, a fingerprint of the configuration and data it belongs to,
 and a SHA-256 digest of every array and of the history.  Restoring checks all three
-before handing
-anything back, so a checkpoint from another run or with damaged files is
-refused with a :class:`CheckpointError`, never half-loaded.
+before handing anything back, so a checkpoint from another run or with damaged
+files is refused with a :class:`CheckpointError`, never half-loaded.
+
+Checkpoints are written in the background (orbax's asynchronous checkpointing)
+into a temporary folder that orbax renames into place once every file is written,
+so a process killed mid-write leaves no checkpoint that a resume would take.
+A write costs tens of milliseconds whatever the size of the state, far more
+than an epoch of a small model: at most one is under way at a time, and a
+checkpoint that falls due meanwhile waits for it (a later one replaces it), so
+that checkpoints never hold training up.  :meth:`Checkpointer.finish` writes the
+last state and waits for it.
 
 orbax is imported here only; ``import softmax_jax`` does not load it.
 """
@@ -17,17 +25,27 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import pathlib
 import signal
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
+from softmax_jax._arguments import error_line
+
 
 class CheckpointError(RuntimeError):
   """A checkpoint that cannot be used: missing, unreadable, damaged or from another run."""
+
+
+class Restored(NamedTuple):
+  """A checkpoint read back: the state and the metrics of the epochs up to it."""
+
+  state: Any
+  history: list[dict]
 
 
 def digest(tree: Any) -> str:
@@ -46,7 +64,7 @@ def _history_digest(history: list[dict]) -> str:
 
 @contextlib.contextmanager
 def _no_interrupt():
-  """Hold back Ctrl-C while a checkpoint is written, then deliver it.
+  """Hold back Ctrl-C while a checkpoint is handed to orbax or waited for, then deliver it.
 
   Only Python's default handler (which raises ``KeyboardInterrupt``) is held
   back; a handler of the program's own (the command line's, which only sets a
@@ -66,9 +84,18 @@ def _no_interrupt():
     previous(*caught[0])
 
 
-def _short(e: Exception, limit: int = 300) -> str:
-  text = f"{type(e).__name__}: {e}"
-  return text if len(text) <= limit else text[:limit] + " ..."
+class _QuietOrbax(logging.Filter):
+  """Drops orbax's INFO and DEBUG records (a dozen per checkpoint), keeps its warnings.
+
+  orbax logs through absl, that is through the ``absl`` logger; this filter sits on
+  that logger while a :class:`Checkpointer` is open and passes every record that
+  does not come from orbax's own files.
+  """
+
+  _ORBAX = f"{os.sep}orbax{os.sep}"
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or self._ORBAX not in record.pathname
 
 
 def _ocp():
@@ -76,12 +103,21 @@ def _ocp():
     import orbax.checkpoint as ocp
   except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("checkpoints need orbax-checkpoint: pip install 'softmax_jax[train]'") from e
-  logging.getLogger("absl").setLevel(logging.WARNING)
   return ocp
+
+
+class _Due(NamedTuple):
+  """A checkpoint waiting for the one being written."""
+
+  state: Any
+  history: list[dict]
 
 
 class Checkpointer:
   """Saves and restores training states under ``directory`` (one sub-folder per epoch).
+
+  Use it as a context manager (or call :meth:`close`): closing waits for the
+  write under way.
 
   Args:
     directory: where the checkpoints go (created if needed).
@@ -95,29 +131,69 @@ class Checkpointer:
     self.directory = pathlib.Path(directory).absolute()
     self.fingerprint = fingerprint
     self._ocp = ocp
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=False))
+    self._due: _Due | None = None
+    self._quiet = _QuietOrbax()
+    logging.getLogger("absl").addFilter(self._quiet)
+    try:
+      self._manager = ocp.CheckpointManager(
+          self.directory,
+          options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                               enable_async_checkpointing=True,
+                                               cleanup_tmp_directories=True))
+    except BaseException:
+      logging.getLogger("absl").removeFilter(self._quiet)
+      raise
+
+  def __enter__(self) -> Checkpointer:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
   def latest_epoch(self) -> int | None:
-    """The epoch of the newest checkpoint, or ``None`` when there is none."""
+    """The epoch of the newest checkpoint written so far, or ``None`` when there is none."""
     return self._manager.latest_step()
 
   def save(self, state, history: list[dict]) -> None:
-    """Write ``state`` (and the history up to it) as the checkpoint of its epoch."""
+    """Start writing ``state`` (and ``history``, the rows up to it) as its epoch's checkpoint.
+
+    Returns once orbax has the host copy; the files are written in the background.
+    While an earlier checkpoint is still being written, ``state`` waits (replacing
+    any that waited before) and :meth:`poll` or :meth:`finish` writes it.
+    """
+    self._due = _Due(state, list(history[:int(state.epoch)]))
+    self.poll()
+
+  def poll(self) -> None:
+    """Start the checkpoint that waits, if there is one and no write is under way."""
+    if self._due is not None and not self._manager.is_saving_in_progress():
+      due, self._due = self._due, None
+      self._start(due)
+
+  def finish(self, state, history: list[dict]) -> None:
+    """Make sure ``state`` is checkpointed: wait for the write under way, write ``state``
+    unless a checkpoint of its epoch exists, and wait for that too."""
     epoch = int(state.epoch)
-    host_state = jax.device_get(state)
-    meta = {"epoch": epoch, "fingerprint": self.fingerprint, "history": history,
-            "digest": digest(host_state), "history_sha256": _history_digest(history)}
+    with _no_interrupt():
+      self._manager.wait_until_finished()
+    self._due = None  # an older state than this one
+    if (self.latest_epoch() or 0) < epoch:
+      self._start(_Due(state, list(history[:epoch])))
+      with _no_interrupt():
+        self._manager.wait_until_finished()
+
+  def _start(self, due: _Due) -> None:
+    host_state = jax.device_get(due.state)
+    epoch = int(host_state.epoch)
+    meta = {"epoch": epoch, "fingerprint": self.fingerprint, "history": due.history,
+            "digest": digest(host_state), "history_sha256": _history_digest(due.history)}
     args = self._ocp.args
     with _no_interrupt():
       self._manager.save(epoch, args=args.Composite(state=args.StandardSave(host_state),
                                                     meta=args.JsonSave(meta)), force=True)
-      self._manager.wait_until_finished()
 
-  def restore(self, template) -> tuple[Any, list[dict]]:
-    """The newest checkpoint as ``(state, history)``; ``template`` gives the structure.
+  def restore(self, template) -> Restored:
+    """The newest checkpoint; ``template`` (a state) gives the structure.
 
     Raises:
       CheckpointError: when there is no checkpoint, it cannot be read, it was
@@ -132,7 +208,7 @@ class Checkpointer:
     try:
       meta = self._manager.restore(epoch, args=args.Composite(meta=args.JsonRestore()))["meta"]
     except Exception as e:  # noqa: BLE001 - orbax raises many types for damaged files
-      raise CheckpointError(f"checkpoint {where} is unreadable ({_short(e)})") from e
+      raise CheckpointError(f"checkpoint {where} is unreadable ({error_line(e, 300)})") from e
     if not isinstance(meta, dict) or "fingerprint" not in meta or "digest" not in meta:
       raise CheckpointError(f"checkpoint {where} has no valid metadata")
     theirs, ours = meta["fingerprint"], self.fingerprint
@@ -146,7 +222,7 @@ class Checkpointer:
       state = self._manager.restore(
           epoch, args=args.Composite(state=args.StandardRestore(abstract)))["state"]
     except Exception as e:  # noqa: BLE001
-      raise CheckpointError(f"checkpoint {where} is unreadable ({_short(e)})") from e
+      raise CheckpointError(f"checkpoint {where} is unreadable ({error_line(e, 300)})") from e
     state = jax.tree.unflatten(jax.tree.structure(template),
                                [np.asarray(a) for a in jax.tree.leaves(state)])
     if digest(state) != meta["digest"]:
@@ -158,7 +234,31 @@ class Checkpointer:
     if int(state.epoch) != epoch or len(meta["history"]) != epoch:
       raise CheckpointError(f"checkpoint {where} is inconsistent: epoch {int(state.epoch)}, "
                             f"{len(meta['history'])} history rows, folder {epoch}")
-    return state, meta["history"]
+    return Restored(state, meta["history"])
 
   def close(self) -> None:
-    self._manager.close()
+    """Wait for the write under way (a checkpoint still waiting is dropped) and close."""
+    try:
+      with _no_interrupt():
+        self._manager.close()
+    finally:
+      logging.getLogger("absl").removeFilter(self._quiet)
+
+
+class NoCheckpoints:
+  """Stands in for :class:`Checkpointer` where checkpoints are not written."""
+
+  def __enter__(self) -> NoCheckpoints:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    pass
+
+  def save(self, state, history) -> None:
+    pass
+
+  def poll(self) -> None:
+    pass
+
+  def finish(self, state, history) -> None:
+    pass

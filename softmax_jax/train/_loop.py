@@ -16,7 +16,6 @@ give the same trajectory.  Everything that depends on randomness derives from
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -27,111 +26,11 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from softmax_jax.losses._cross_entropy import cross_entropy_with_integer_labels
+from softmax_jax.losses import cross_entropy_with_integer_labels
 from softmax_jax.train import _model
+from softmax_jax.train._config import TrainConfig, compute_dtype_of, make_optimizer
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "lbfgs")
-GRADS = ("autodiff", "analytic")
-DTYPES = ("float32", "float64")
-COMPUTE_DTYPES = (None, "bfloat16")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """Everything that determines a training run (and so its checkpoints).
-
-  Attributes:
-    optimizer: one of ``sgd`` (the lecture's gradient descent), ``momentum``
-      (SGD with momentum 0.9), ``adam``, ``adamw`` or ``lbfgs`` (optax's L-BFGS
-      with its zoom line search; full batch only, ``learning_rate`` unused).
-    learning_rate: the step size.
-    epochs: number of passes over the training set.
-    batch_size: mini-batch size; ``None`` for full batch.
-    l2: the L2 strength ``λ`` in ``J = mean ξ + (λ/2)‖W‖²``.
-    hidden: width of a tanh hidden layer; 0 for softmax regression.
-    seed: seeds the initial parameters and the shuffling.
-    grad: ``"autodiff"`` (``jax.grad``) or ``"analytic"`` (the lecture's formula).
-    dtype: parameter and data dtype, ``"float32"`` or ``"float64"`` (needs
-      ``jax_enable_x64``).
-    compute_dtype: ``None`` or ``"bfloat16"`` for the matrix products.
-    patience: stop when the validation loss has not improved for this many
-      epochs and keep the best parameters; ``None`` trains every epoch.
-    reduction: ``"mean"`` or ``"sum"`` (the lecture's ``Σ_i`` update).
-  """
-
-  optimizer: str = "adam"
-  learning_rate: float = 0.01
-  epochs: int = 200
-  batch_size: int | None = 32
-  l2: float = 1e-3
-  hidden: int = 0
-  seed: int = 0
-  grad: str = "autodiff"
-  dtype: str = "float32"
-  compute_dtype: str | None = None
-  patience: int | None = None
-  reduction: str = "mean"
-
-  def __post_init__(self):
-    def choice(name, options):
-      if getattr(self, name) not in options:
-        raise ValueError(f"TrainConfig: {name} must be one of {options}, "
-                         f"got {getattr(self, name)!r}")
-
-    def integer(name, low, optional=False):
-      value = getattr(self, name)
-      if optional and value is None:
-        return
-      if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"TrainConfig: {name} must be an integer >= {low}"
-                         f"{' or None' if optional else ''}, got {value!r}")
-
-    choice("optimizer", OPTIMIZERS)
-    choice("grad", GRADS)
-    choice("dtype", DTYPES)
-    choice("compute_dtype", COMPUTE_DTYPES)
-    choice("reduction", ("mean", "sum"))
-    integer("epochs", 1)
-    integer("batch_size", 1, optional=True)
-    integer("hidden", 0)
-    integer("seed", 0)
-    integer("patience", 1, optional=True)
-    for name in ("learning_rate", "l2"):
-      value = getattr(self, name)
-      if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"TrainConfig: {name} must be a finite number >= 0, got {value!r}")
-    if self.optimizer == "lbfgs" and self.batch_size is not None:
-      raise ValueError("TrainConfig: optimizer='lbfgs' is full batch; set batch_size=None "
-                       f"(got batch_size={self.batch_size})")
-
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: dict) -> TrainConfig:
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - fields
-    if unknown:
-      raise ValueError(f"TrainConfig: unknown fields {sorted(unknown)}")
-    return cls(**d)
-
-
-def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformationExtraArgs:
-  """The optax optimizer called ``name`` (see :class:`TrainConfig`)."""
-  if name == "sgd":
-    opt = optax.sgd(learning_rate)
-  elif name == "momentum":
-    opt = optax.sgd(learning_rate, momentum=0.9)
-  elif name == "adam":
-    opt = optax.adam(learning_rate)
-  elif name == "adamw":
-    # Decoupled weight decay on the weight matrices only, like the L2 penalty.
-    opt = optax.adamw(learning_rate, mask=lambda p: jax.tree.map(lambda a: a.ndim > 1, p))
-  elif name == "lbfgs":
-    opt = optax.lbfgs()
-  else:
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-  return optax.with_extra_args_support(opt)
+DEFAULT_CONFIG = TrainConfig()
 
 
 class TrainState(NamedTuple):
@@ -165,11 +64,6 @@ class TrainResult:
   stopped_early: bool
 
 
-def _compute_dtype(config):
-  """The dtype of the matrix products, or ``None`` for the parameter dtype."""
-  return None if config.compute_dtype is None else jnp.dtype(config.compute_dtype)
-
-
 def init_state(config: TrainConfig, n_features: int, n_classes: int, *,
                optimizer: optax.GradientTransformation | None = None,
                params=None) -> TrainState:
@@ -196,10 +90,19 @@ def init_state(config: TrainConfig, n_features: int, n_classes: int, *,
   return jax.jit(build)(params)
 
 
-def _batch_terms(config, params, xb, yb, wb):
-  """``(objective, grads, Σ w ξ, number correct, objective as a function)`` for one
-  (padded) batch."""
-  cd = _compute_dtype(config)
+class BatchTerms(NamedTuple):
+  """What one (padded) mini-batch step needs and reports."""
+
+  objective: jax.Array  # the regularised loss J at the current parameters
+  grads: Any  # ∇J, a pytree like the parameters
+  weighted_loss: jax.Array  # Σ_i w_i ξ_i over the batch (padding has w = 0)
+  correct: jax.Array  # Σ_i w_i [argmax z_i = y_i]
+  objective_fn: Callable[[Any], jax.Array]  # J as a function of the parameters (line searches)
+
+
+def batch_terms(config, params, xb, yb, wb) -> BatchTerms:
+  """The objective, its gradient and the epoch's running sums for one (padded) batch."""
+  cd = compute_dtype_of(config)
   kw = dict(l2=config.l2, weights=wb, reduction=config.reduction, compute_dtype=cd)
 
   def objective(p):
@@ -212,7 +115,7 @@ def _batch_terms(config, params, xb, yb, wb):
     grads = _model.analytic_grad(params, xb, yb, **kw)
   xi = jnp.sum(wb * per_example)
   correct = jnp.sum(wb * (jnp.argmax(z, -1) == yb))
-  return value, grads, xi, correct, lambda p: _model.loss(p, xb, yb, **kw)
+  return BatchTerms(value, grads, xi, correct, lambda p: _model.loss(p, xb, yb, **kw))
 
 
 def evaluate(params, x, y, *, compute_dtype=None) -> tuple[jax.Array, jax.Array]:
@@ -225,7 +128,7 @@ def evaluate(params, x, y, *, compute_dtype=None) -> tuple[jax.Array, jax.Array]
           jnp.mean((jnp.argmax(z, -1) == y).astype(z.dtype)))
 
 
-def _batches(n, batch_size, key, shuffle, multiple=1):
+def batch_indices(n, batch_size, key, shuffle, multiple=1):
   """Index and weight arrays ``[batches, batch_size]``; padding has weight 0.
 
   A full batch is padded up to a multiple of ``multiple`` (the data-parallel devices).
@@ -248,7 +151,7 @@ def make_epoch(config: TrainConfig, optimizer: optax.GradientTransformationExtra
   else is replicated: each device computes the gradient of its share of the
   batch and XLA sums them with an all-reduce.
   """
-  cd = _compute_dtype(config)
+  cd = compute_dtype_of(config)
   full_batch = config.batch_size is None
   devices = 1 if mesh is None else mesh.shape[data_axis]
 
@@ -260,16 +163,18 @@ def make_epoch(config: TrainConfig, optimizer: optax.GradientTransformationExtra
   def epoch(state: TrainState, x, y, x_val, y_val):
     n = x.shape[0]
     key, sub = jax.random.split(state.key)
-    idx, wmask = _batches(n, config.batch_size, sub, shuffle=not full_batch, multiple=devices)
+    idx, wmask = batch_indices(n, config.batch_size, sub, shuffle=not full_batch, multiple=devices)
 
     def step(carry, batch):
       params, opt_state = carry
       bi, bw = batch
       xb, yb, wb = split_rows(x[bi]), split_rows(y[bi]), split_rows(bw.astype(x.dtype))
-      value, grads, xi, correct, value_fn = _batch_terms(config, params, xb, yb, wb)
-      updates, opt_state = optimizer.update(grads, opt_state, params, value=value, grad=grads,
-                                            value_fn=value_fn)
-      return (optax.apply_updates(params, updates), opt_state), (xi, correct)
+      terms = batch_terms(config, params, xb, yb, wb)
+      updates, opt_state = optimizer.update(terms.grads, opt_state, params,
+                                            value=terms.objective, grad=terms.grads,
+                                            value_fn=terms.objective_fn)
+      return (optax.apply_updates(params, updates), opt_state), (terms.weighted_loss,
+                                                                 terms.correct)
 
     (params, opt_state), (xi, correct) = jax.lax.scan(step, (state.params, state.opt_state),
                                                       (idx, wmask))
@@ -325,7 +230,87 @@ def _check_data(x, y, name, n_features=None):
     raise ValueError(f"fit: {name} labels have shape {y.shape} but x has {x.shape[0]} rows")
 
 
-def fit(x, y, config: TrainConfig = TrainConfig(), *, val: tuple | None = None,
+class Trainer:
+  """A training run an epoch at a time; :func:`fit` is a loop over :meth:`step`.
+
+  Takes :func:`fit`'s arguments (but the callback) and checks them.  ``state`` is the
+  :class:`TrainState` after the last finished epoch and ``history`` the metrics of
+  every epoch so far; a caller that stops between epochs (an interrupted run) has
+  a consistent pair to checkpoint.
+  """
+
+  def __init__(self, x, y, config: TrainConfig, *, val: tuple | None = None,
+               n_classes: int | None = None,
+               optimizer: optax.GradientTransformation | None = None, params=None,
+               state: TrainState | None = None, history: list[dict] | None = None,
+               mesh: Mesh | None = None, data_axis: str = "data"):
+    dtype = np.dtype(config.dtype)
+    if config.dtype == "float64" and not jax.config.jax_enable_x64:
+      raise ValueError("fit: dtype='float64' needs 64-bit JAX; call it inside "
+                       "`with jax.enable_x64(True):`")
+    y = np.asarray(y) if not isinstance(y, jax.Array) else y
+    _check_data(x, y, "training")
+    if not np.issubdtype(y.dtype, np.integer):
+      raise ValueError(f"fit: labels must be integers, got {y.dtype}")
+    n_classes = int(y.max()) + 1 if n_classes is None else n_classes
+    if val is None:
+      val = (np.zeros((0, x.shape[1]), dtype), np.zeros((0,), np.int32))
+    _check_data(val[0], np.asarray(val[1]), "validation", x.shape[1])
+    if config.patience is not None and val[0].shape[0] == 0:
+      raise ValueError("fit: patience (early stopping) needs a validation set (val=...)")
+    opt = optax.with_extra_args_support(
+        optimizer if optimizer is not None else make_optimizer(config.optimizer,
+                                                               config.learning_rate))
+    if state is None:
+      state = init_state(config, x.shape[1], n_classes, optimizer=opt, params=params)
+    arrays = (np.asarray(x, dtype), np.asarray(y, np.int32), np.asarray(val[0], dtype),
+              np.asarray(val[1], np.int32))
+    if mesh is None:
+      self._data = jax.device_put(arrays)  # a transfer, not a compiled copy
+    else:
+      check_data_parallel(config, mesh, data_axis)
+      self._data = replicate(arrays, mesh)
+      state = replicate(state, mesh)
+    self.config = config
+    self.state = state
+    self.history = list(history or [])
+    self._epoch_fn = make_epoch(config, opt, mesh=mesh, data_axis=data_axis)
+    # Host copies of the counters, so that deciding whether to go on needs no device read.
+    self._epoch = int(state.epoch)
+    self._bad_epochs = int(state.bad_epochs)
+
+  @property
+  def epoch(self) -> int:
+    """The number of epochs finished."""
+    return self._epoch
+
+  @property
+  def stopped_early(self) -> bool:
+    """Whether the validation loss has not improved for ``patience`` epochs."""
+    return self.config.patience is not None and self._bad_epochs >= self.config.patience
+
+  @property
+  def done(self) -> bool:
+    """Whether every epoch is done or early stopping has ended the run."""
+    return self._epoch >= self.config.epochs or self.stopped_early
+
+  def step(self) -> dict:
+    """Run one epoch; returns its metrics row (also appended to ``history``)."""
+    state, metrics = self._epoch_fn(self.state, *self._data)
+    metrics, bad_epochs = jax.device_get((metrics, state.bad_epochs))  # one transfer
+    row = {"epoch": self._epoch + 1, **{k: float(v) for k, v in metrics.items()}}
+    self.history.append(row)
+    self.state, self._epoch, self._bad_epochs = state, self._epoch + 1, int(bad_epochs)
+    return row
+
+  def result(self) -> TrainResult:
+    """The outcome so far: the best parameters with early stopping, else the last ones."""
+    params = self.state.best_params if self.config.patience is not None else self.state.params
+    return TrainResult(params=params, state=self.state, history=self.history,
+                       stopped_early=self.stopped_early)
+
+
+def fit(x, y, config: TrainConfig = DEFAULT_CONFIG, *, val: tuple | None = None,
         n_classes: int | None = None, optimizer: optax.GradientTransformation | None = None,
         params=None, state: TrainState | None = None, history: list[dict] | None = None,
         callback: Callable[[TrainState, dict], None] | None = None,
@@ -364,45 +349,10 @@ def fit(x, y, config: TrainConfig = TrainConfig(), *, val: tuple | None = None,
     >>> [int(c) for c in result.params["W"].argmax(axis=1)]
     [1, 0]
   """
-  dtype = np.dtype(config.dtype)
-  if config.dtype == "float64" and not jax.config.jax_enable_x64:
-    raise ValueError("fit: dtype='float64' needs jax_enable_x64 "
-                     "(jax.config.update('jax_enable_x64', True))")
-  y = np.asarray(y) if not isinstance(y, jax.Array) else y
-  _check_data(x, y, "training")
-  if not np.issubdtype(y.dtype, np.integer):
-    raise ValueError(f"fit: labels must be integers, got {y.dtype}")
-  n_classes = int(y.max()) + 1 if n_classes is None else n_classes
-  if val is None:
-    val = (np.zeros((0, x.shape[1]), dtype), np.zeros((0,), np.int32))
-  _check_data(val[0], np.asarray(val[1]), "validation", x.shape[1])
-  if config.patience is not None and val[0].shape[0] == 0:
-    raise ValueError("fit: patience (early stopping) needs a validation set (val=...)")
-  opt = optax.with_extra_args_support(
-      optimizer if optimizer is not None else make_optimizer(config.optimizer,
-                                                             config.learning_rate))
-  if state is None:
-    state = init_state(config, x.shape[1], n_classes, optimizer=opt, params=params)
-  history = list(history or [])
-  arrays = (np.asarray(x, dtype), np.asarray(y, np.int32), np.asarray(val[0], dtype),
-            np.asarray(val[1], np.int32))
-  if mesh is None:
-    xs, ys, xv, yv = jax.device_put(arrays)  # a transfer, not a compiled copy
-  else:
-    check_data_parallel(config, mesh, data_axis)
-    xs, ys, xv, yv = replicate(arrays, mesh)
-    state = replicate(state, mesh)
-  epoch_fn = make_epoch(config, opt, mesh=mesh, data_axis=data_axis)
-
-  def patience_spent():
-    return config.patience is not None and int(state.bad_epochs) >= config.patience
-
-  while int(state.epoch) < config.epochs and not patience_spent():
-    state, metrics = epoch_fn(state, xs, ys, xv, yv)
-    row = {"epoch": int(state.epoch), **{k: float(v) for k, v in metrics.items()}}
-    history.append(row)
+  trainer = Trainer(x, y, config, val=val, n_classes=n_classes, optimizer=optimizer,
+                    params=params, state=state, history=history, mesh=mesh, data_axis=data_axis)
+  while not trainer.done:
+    row = trainer.step()
     if callback is not None:
-      callback(state, row)
-  stopped = patience_spent()
-  params = state.best_params if config.patience is not None else state.params
-  return TrainResult(params=params, state=state, history=history, stopped_early=stopped)
+      callback(trainer.state, row)
+  return trainer.result()

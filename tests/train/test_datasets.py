@@ -10,7 +10,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from softmax_jax.train._datasets._builtin import (
+from softmax_jax.train._datasets import (
     DataError,
     Dataset,
     Split,
@@ -96,11 +96,11 @@ def test_digits():
 
 
 def test_shipped_digits_file_is_deterministic_gzip():
-  from softmax_jax.train._datasets._builtin import _DATA_DIR
+  from softmax_jax.train._datasets._builtin import DATA_DIR
 
-  raw = (_DATA_DIR / "digits.csv.gz").read_bytes()
+  raw = (DATA_DIR / "digits.csv.gz").read_bytes()
   assert raw[:2] == b"\x1f\x8b" and raw[4:8] == b"\0\0\0\0"  # gzip magic, mtime 0
-  assert (_DATA_DIR / "README.md").is_file()
+  assert (DATA_DIR / "README.md").is_file()
 
 
 # ---------------------------------------------------------------------------

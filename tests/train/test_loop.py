@@ -10,7 +10,7 @@ import pytest
 
 from softmax_jax import model
 from softmax_jax.train import TrainConfig, evaluate, fit, init_state, make_epoch, make_optimizer
-from softmax_jax.train._datasets._builtin import load_iris
+from softmax_jax.train._datasets import load_iris
 
 pytestmark = pytest.mark.x64
 

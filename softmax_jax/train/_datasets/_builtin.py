@@ -1,15 +1,11 @@
-"""Datasets for training a softmax-regression classifier.
+"""The built-in data sets (iris, digits, Gaussian blobs) and :func:`load_dataset`.
 
 Two small classic data sets ship with the package (``iris``, ``digits``; see
 ``softmax_jax/train/_datasets/files/README.md`` for their sources), ``make_blobs`` draws
-Gaussian clusters of any size, and ``load_csv`` / ``read_features`` read your
-own comma-separated files.  Everything here is NumPy; a ``Dataset`` holds
-``x`` (``[n, features]`` floats) and ``y`` (``[n]`` int32 class indices).
-
-Bad input never becomes silently wrong data: every problem in a file raises
-``DataError`` (a ``ValueError``) naming the file, the 1-based line and the
-column, e.g. ``data.csv, line 7, column 'petal_width' (4): 'abc' is not a
-number``.  CSV reading is in ``_csv.py``, the containers in ``_dataset.py``.
+Gaussian clusters of any size, and :func:`load_dataset` picks one of them by name or
+reads a CSV file.  Everything here is NumPy; a ``Dataset`` holds ``x``
+(``[n, features]`` floats) and ``y`` (``[n]`` int32 class indices).  CSV reading is in
+``_csv.py``, the containers in ``_dataset.py``.
 """
 
 from __future__ import annotations
@@ -22,23 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from softmax_jax.train._datasets._csv import load_csv, read_features
-from softmax_jax.train._datasets._dataset import (
-  _CHUNK,
-  DataError,
-  Dataset,
-  Split,
-  Standardizer,
-  split,
-)
+from softmax_jax.train._datasets._csv import load_csv
+from softmax_jax.train._datasets._dataset import CHUNK_ROWS, DataError, Dataset
 
-__all__ = [
-    "DataError", "Dataset", "Split", "Standardizer", "load_csv", "load_dataset", "load_digits",
-    "load_iris", "make_blobs", "read_features", "split",
-]
+__all__ = ["DATA_DIR", "load_dataset", "load_digits", "load_iris", "make_blobs"]
 
-_DATA_DIR = Path(__file__).resolve().parent / "files"
-_BUILTIN = ("iris", "digits", "blobs")
+DATA_DIR = Path(__file__).resolve().parent / "files"  # the data sets shipped with the package
 
 _IRIS_CITATION = (
     'R. A. Fisher (1936), "The use of multiple measurements in taxonomic problems", '
@@ -53,11 +38,6 @@ _DIGITS_CITATION = (
 )
 
 
-# ---------------------------------------------------------------------------
-# Built-in data sets
-# ---------------------------------------------------------------------------
-
-
 def load_iris() -> Dataset:
   """Fisher's iris flowers: 150 samples, 4 measurements (cm), 3 species of 50.
 
@@ -65,7 +45,7 @@ def load_iris() -> Dataset:
   >>> ds.x.shape, ds.class_names
   ((150, 4), ('setosa', 'versicolor', 'virginica'))
   """
-  ds = load_csv(_DATA_DIR / "iris.csv", label="species", name="iris")
+  ds = load_csv(DATA_DIR / "iris.csv", label="species", name="iris")
   return dataclasses.replace(ds, citation=_IRIS_CITATION)
 
 
@@ -76,7 +56,7 @@ def load_digits() -> Dataset:
   >>> ds.x.shape, ds.n_classes, ds.class_names[:3]
   ((1797, 64), 10, ('0', '1', '2'))
   """
-  ds = load_csv(_DATA_DIR / "digits.csv.gz", label="digit", name="digits")
+  ds = load_csv(DATA_DIR / "digits.csv.gz", label="digit", name="digits")
   return dataclasses.replace(ds, citation=_DIGITS_CITATION)
 
 
@@ -151,8 +131,8 @@ def make_blobs(
   x = rng.standard_normal((n_samples, n_features), dtype=dt)
   if cluster_std != 1:
     x *= dt.type(cluster_std)
-  for start in range(0, n_samples, _CHUNK):
-    x[start:start + _CHUNK] += centers[y[start:start + _CHUNK]]
+  for start in range(0, n_samples, CHUNK_ROWS):
+    x[start:start + CHUNK_ROWS] += centers[y[start:start + CHUNK_ROWS]]
   return Dataset(
       x=x,
       y=y,

@@ -22,12 +22,9 @@ import numpy as np
 
 from softmax_jax.train._datasets._dataset import DataError, Dataset
 
+__all__ = ["label_name", "load_csv", "read_features"]
+
 _MISSING = frozenset({"", "na", "n/a", "nan", "?", "null", "none"})
-
-
-# ---------------------------------------------------------------------------
-# CSV reading
-# ---------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -249,6 +246,12 @@ def _label_index(table: _Table, label) -> int:
   raise TypeError(f"label must be a column index (int) or a column name (str), got {label!r}.")
 
 
+def label_name(path, label: int | str) -> str:
+  """The header name of the label column ``label`` (a name, or a 0-based index) of ``path``."""
+  table = _read_table(path)
+  return table.header[_label_index(table, label)]
+
+
 def _default_name(path) -> str:
   name = Path(os.fspath(path)).name
   for suffix in (".gz", ".csv"):
@@ -347,8 +350,8 @@ def read_features(
       a label that is not one of ``class_names``, or any problem ``load_csv``
       reports.
 
-  >>> from softmax_jax.train._datasets._builtin import _DATA_DIR
-  >>> x, y = read_features(_DATA_DIR / "iris.csv", ["petal_width", "sepal_length"],
+  >>> from softmax_jax.train._datasets._builtin import DATA_DIR
+  >>> x, y = read_features(DATA_DIR / "iris.csv", ["petal_width", "sepal_length"],
   ...                      label="species", class_names=["setosa", "versicolor", "virginica"])
   >>> x[0].tolist(), y[[0, 50, 100]].tolist()
   ([0.2, 5.1], [0, 1, 2])

@@ -12,7 +12,9 @@ import numbers
 
 import numpy as np
 
-_CHUNK = 1 << 16  # rows per block where a full-size temporary would be wasteful
+__all__ = ["CHUNK_ROWS", "DataError", "Dataset", "Split", "Standardizer", "split"]
+
+CHUNK_ROWS = 1 << 16  # rows per block where a full-size temporary would be wasteful
 
 
 class DataError(ValueError):
@@ -161,15 +163,15 @@ class Standardizer:
     total = np.zeros(x.shape[1])
     lo = np.full(x.shape[1], np.inf)
     hi = np.full(x.shape[1], -np.inf)
-    for start in range(0, n, _CHUNK):
-      block = x[start:start + _CHUNK]
+    for start in range(0, n, CHUNK_ROWS):
+      block = x[start:start + CHUNK_ROWS]
       total += block.sum(axis=0, dtype=np.float64)
       lo = np.minimum(lo, block.min(axis=0))
       hi = np.maximum(hi, block.max(axis=0))
     mean = total / n
     squares = np.zeros(x.shape[1])
-    for start in range(0, n, _CHUNK):
-      d = x[start:start + _CHUNK].astype(np.float64) - mean
+    for start in range(0, n, CHUNK_ROWS):
+      d = x[start:start + CHUNK_ROWS].astype(np.float64) - mean
       squares += np.einsum("ij,ij->j", d, d)
     std = np.sqrt(squares / n)
     if not (np.isfinite(mean).all() and np.isfinite(std).all()):
