@@ -6,6 +6,7 @@ Standard library only, so that ``--help`` and argument errors need nothing else.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pathlib
 
@@ -35,6 +36,17 @@ def csv(kind):
 
   parse.__name__ = f"list of {name}"
   return parse
+
+
+def finite(text):
+  """A finite number."""
+  try:
+    value = float(text)
+  except ValueError:
+    value = math.nan
+  if not math.isfinite(value):
+    raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+  return value
 
 
 def dtype(choices):

@@ -46,6 +46,29 @@ def test_bad_argument_is_reported(capsys):
   assert "--classes must be at least 2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--seed", "-1"], "--seed: must be an integer >= 0, got '-1'"),
+    (["--scale", "nan"], "--scale: must be a finite number, got 'nan'"),
+    (["--scale", "inf"], "--scale: must be a finite number, got 'inf'"),
+    (["--classes", "abc"], "--classes: invalid int value: 'abc'"),
+])
+def test_demo_refuses_bad_arguments_in_one_line(capsys, args, message):
+  with pytest.raises(SystemExit) as err:
+    cli.main(["demo", *args])
+  assert err.value.code == 2
+  out = capsys.readouterr().err
+  assert message in out and len(out.strip().splitlines()) == 1, out
+
+
+@pytest.mark.internals  # patches a function the demo looks up in the package
+def test_demo_reports_a_nan_derivative_as_a_mismatch(monkeypatch, capsys):
+  import softmax_jax as sj
+
+  monkeypatch.setattr(sj, "softmax_jacobian", lambda z: jnp.full((z.size, z.size), jnp.nan))
+  assert cli.main(["demo"]) == 1
+  assert "MISMATCH (worst nan" in capsys.readouterr().out
+
+
 def test_python_dash_m():
   done = subprocess.run([sys.executable, "-m", "softmax_jax", "demo", "--classes", "3"],
                         capture_output=True, text=True, timeout=300)
