@@ -1,8 +1,8 @@
 """The default user configuration: float32 (and half precision) with x64 off, int32 labels.
 
 Every public function, through chex's variants (jitted, not jitted, arguments placed on
-the device or fetched to the host) and ``jax.vmap`` (chex has no vmap variant; its pmap
-variant is left out: one CPU device per process, and ``pmap`` is on its way out of JAX).
+the device or fetched to the host; a sample under its pmap variant) and ``jax.vmap``
+(chex has no vmap variant).
 Each checks the output's dtype and shape, that no warning is raised (no "float64 is not
 available" from a stray float64 request), and the value against a float64 NumPy reference
 computed from the same rounded inputs.  Derivatives taken by ``jax.grad`` / ``jax.jvp`` /
@@ -212,9 +212,12 @@ FLOAT16 = ("softmax", "log_softmax", "logsumexp", "sigmoid", "softmax_jvp",
            "cross_entropy_with_integer_labels", "binary_cross_entropy",
            "grad_cross_entropy_with_integer_labels", "jvp_softmax")
 
+PMAP = ("softmax", "cross_entropy_with_integer_labels", "grad_cross_entropy_with_integer_labels",
+        "jvp_softmax")
+
 
 class DefaultConfigTest(chex.TestCase):
-  """float32 under chex's four variants; half precision jitted and not."""
+  """float32 under chex's four variants; half precision jitted and not; pmap sampled."""
 
   @chex.variants(with_jit=True, without_jit=True, with_device=True, without_device=True)
   @parameterized.named_parameters(*_params(CASES, (jnp.float32,)))
@@ -225,6 +228,13 @@ class DefaultConfigTest(chex.TestCase):
   @parameterized.named_parameters(*_params(CASES, (jnp.bfloat16,)),
                                   *_params(FLOAT16, (jnp.float16,)))
   def test_half(self, name, dtype):
+    _check(CASES[name], self.variant(CASES[name].fn), dtype)
+
+  # chex's pmap variant copies the arguments to every device (8 simulated CPU devices,
+  # see conftest) and returns the first device's result: sampled, for its compile cost.
+  @chex.variants(with_pmap=True)
+  @parameterized.named_parameters(*_params(PMAP, (jnp.float32,)))
+  def test_pmap(self, name, dtype):
     _check(CASES[name], self.variant(CASES[name].fn), dtype)
 
 
