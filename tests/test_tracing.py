@@ -6,8 +6,6 @@ own jitted internals cannot be wrapped without patching them, so eager calls are
 from JAX's compile log instead (as tests/train/test_loop.py counts the epoch ``fit``
 compiles; here the epoch is counted by chex, across epochs of a hidden layer, mixed
 precision, a validation set and a data-parallel mesh, which that test does not cover).
-chex's ``with_pmap`` variant is not used: ``pmap`` is deprecated in JAX and the package has
-no ``pmap`` path (the sharded functions use ``shard_map``).
 """
 
 import contextlib
