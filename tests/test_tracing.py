@@ -3,8 +3,8 @@
 Two counters.  ``chex.assert_max_traces`` counts the traces of a Python function the
 test jits itself: a user's jitted loss, its gradient, the trainer's epoch.  The library's
 own jitted internals cannot be wrapped without patching them, so eager calls are counted
-from JAX's compile log instead (as tests/train/test_loop.py counts the epoch ``fit``
-compiles; here the epoch is counted by chex, across epochs of a hidden layer, mixed
+from JAX's compile log instead (as tests/train/test_loop.py counts the traces of the
+epoch; here the epoch is counted by chex, across epochs of a hidden layer, mixed
 precision, a validation set and a data-parallel mesh, which that test does not cover).
 """
 
