@@ -9,14 +9,14 @@ from softmax_jax._softmax import logsumexp as logsumexp
 from softmax_jax._softmax import sigmoid as sigmoid
 from softmax_jax._softmax import sigmoid_derivative as sigmoid_derivative
 from softmax_jax._softmax import softmax as softmax
-from softmax_jax.losses._cross_entropy import binary_cross_entropy as binary_cross_entropy
-from softmax_jax.losses._cross_entropy import cross_entropy as cross_entropy
-from softmax_jax.losses._cross_entropy import cross_entropy_grad as cross_entropy_grad
-from softmax_jax.losses._cross_entropy import (
+from softmax_jax.losses import binary_cross_entropy as binary_cross_entropy
+from softmax_jax.losses import cross_entropy as cross_entropy
+from softmax_jax.losses import cross_entropy_grad as cross_entropy_grad
+from softmax_jax.losses import (
     cross_entropy_with_integer_labels as cross_entropy_with_integer_labels,
 )
-from softmax_jax.losses._cross_entropy import validate_labels as validate_labels
-from softmax_jax.losses._linear import linear_cross_entropy as linear_cross_entropy
+from softmax_jax.losses import linear_cross_entropy as linear_cross_entropy
+from softmax_jax.losses import validate_labels as validate_labels
 
 __version__ = "0.1.0"
 

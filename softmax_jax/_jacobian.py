@@ -14,12 +14,16 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from softmax_jax import _arguments, _numerics
+from softmax_jax import _arguments
+from softmax_jax import _numerics as nx
 from softmax_jax._softmax import _softmax, _temperature_arg
 
 
 def _jacobian_from_probs(y: jax.Array) -> jax.Array:
-  """``diag(y) − y yᵀ`` over the last axis of ``y``: shape ``y.shape + (C,)``."""
+  """``diag(y) − y yᵀ`` over the last axis of ``y``: shape ``y.shape + (C,)``.
+
+  Lecture ("Derivative of the softmax function"): ``∂y_i/∂z_i = y_i(1 − y_i)`` and
+  ``∂y_i/∂z_j = −y_i y_j`` for ``i ≠ j``."""
   c = y.shape[-1]
   yi = y[..., :, None]
   yj = y[..., None, :]
@@ -29,11 +33,12 @@ def _jacobian_from_probs(y: jax.Array) -> jax.Array:
 
 
 @partial(jax.jit, static_argnums=(1,))
-def _softmax_jacobian_impl(x, axis, temperature):
+def _dense_jacobian(x, axis, temperature):
+  """:func:`_jacobian_from_probs` of ``softmax(x / T)`` along ``axis``, jitted."""
   xc = x.astype(_arguments.compute_dtype(x.dtype))
   if temperature is not None:
     xc = xc / jnp.asarray(temperature, xc.dtype)
-  y = _numerics.probabilities(jnp.moveaxis(xc, axis, -1))
+  y = nx.probabilities(jnp.moveaxis(xc, axis, -1))
   jac = _jacobian_from_probs(y)
   if temperature is not None:
     jac = jac / jnp.asarray(temperature, jac.dtype)  # chain rule through z / T
@@ -73,25 +78,27 @@ def softmax_jacobian(
   fn = "softmax_jacobian"
   x = _arguments.float_array(x, "x", fn)
   (ax,) = _arguments.axes(axis, x.ndim, fn, allow_tuple=False)
-  return _softmax_jacobian_impl(x, ax, _temperature_arg(temperature, fn))
+  return _dense_jacobian(x, ax, _temperature_arg(temperature, fn))
 
 
 @partial(jax.jit, static_argnums=(2,))
-def _softmax_product_impl(x, v, axis):
+def _jacobian_product(x, v, axis):
+  """``J v`` (``= Jᵀ v``) without forming ``J``, jitted."""
   dtype = _arguments.compute_dtype(jnp.result_type(x.dtype, v.dtype))
   y = _softmax(x.astype(dtype), axis, None)
   v = v.astype(dtype)
+  # J = diag(y) − y yᵀ (lecture, "Derivative of the softmax function"), so
   # J v = y ⊙ (v − ⟨y, v⟩): O(C) extra memory, J never formed.
   out = y * (v - jnp.sum(y * v, axis=axis, keepdims=True))
   return out.astype(x.dtype)
 
 
-def _product(fn, x, v, v_name, axis):
+def _checked_product(fn, x, v, v_name, axis):
   x = _arguments.float_array(x, "x", fn)
   v = _arguments.float_array(v, v_name, fn)
   _arguments.same_shape(v, v_name, x, "x", fn)
   (ax,) = _arguments.axes(axis, x.ndim, fn, allow_tuple=False)
-  return _softmax_product_impl(x, v, ax)
+  return _jacobian_product(x, v, ax)
 
 
 def softmax_jvp(x: ArrayLike, tangent: ArrayLike, axis: int = -1) -> jax.Array:
@@ -111,7 +118,7 @@ def softmax_jvp(x: ArrayLike, tangent: ArrayLike, axis: int = -1) -> jax.Array:
     >>> softmax_jvp(jnp.array([0.0, 0.0], jnp.float32), jnp.array([1.0, 0.0]))
     Array([ 0.25, -0.25], dtype=float32)
   """
-  return _product("softmax_jvp", x, tangent, "tangent", axis)
+  return _checked_product("softmax_jvp", x, tangent, "tangent", axis)
 
 
 def softmax_vjp(x: ArrayLike, cotangent: ArrayLike, axis: int = -1) -> jax.Array:
@@ -133,4 +140,4 @@ def softmax_vjp(x: ArrayLike, cotangent: ArrayLike, axis: int = -1) -> jax.Array
     >>> softmax_vjp(jnp.array([0.0, 0.0], jnp.float32), jnp.array([0.0, 1.0]))
     Array([-0.25,  0.25], dtype=float32)
   """
-  return _product("softmax_vjp", x, cotangent, "cotangent", axis)
+  return _checked_product("softmax_vjp", x, cotangent, "cotangent", axis)

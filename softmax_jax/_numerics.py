@@ -218,13 +218,20 @@ def log_normaliser(st: RowStats) -> jax.Array:
   return log_s + lax.stop_gradient(exact)
 
 
-def logsumexp(zm: jax.Array, axis=-1) -> tuple[jax.Array, jax.Array]:
-  """``(lse [..., 1], nonempty [..., 1])``: ``m + log s``, 0 for an empty row (no NaN in any
-  derivative) and ``+inf`` where the row holds ``+inf``."""
+class LogSumExp(NamedTuple):
+  """:func:`logsumexp` of masked logits (``[..., 1]`` each)."""
+
+  lse: jax.Array  # m + log s; 0 for an empty row, +inf where the row holds +inf
+  nonempty: jax.Array  # the row has a valid class (or a +inf)
+
+
+def logsumexp(zm: jax.Array, axis=-1) -> LogSumExp:
+  """``m + log s``, 0 for an empty row (no NaN in any derivative) and ``+inf`` where the
+  row holds ``+inf``, with the rows that have a valid class."""
   st = row_stats(zm, axis, tail=False)
   lse = st.m + log_normaliser(st)
   pos_inf = jnp.max(zm, axis=axis, keepdims=True) == jnp.inf
-  return jnp.where(pos_inf, jnp.inf, lse), nonempty(st) | pos_inf
+  return LogSumExp(jnp.where(pos_inf, jnp.inf, lse), nonempty(st) | pos_inf)
 
 
 def complement(st: RowStats, shifted_t: jax.Array) -> jax.Array:
@@ -245,15 +252,22 @@ def complement(st: RowStats, shifted_t: jax.Array) -> jax.Array:
 # ---------------------------------------------------------------------------
 
 
-def softcap(z: jax.Array, cap: float | None) -> tuple[jax.Array, jax.Array | None]:
+class Softcapped(NamedTuple):
+  """The soft-capped logits and the ``tanh`` they came from (``None`` without a cap)."""
+
+  z: jax.Array
+  tanh: jax.Array | None  # for the chain factor 1 − tanh²
+
+
+def softcap(z: jax.Array, cap: float | None) -> Softcapped:
   """Gemma 2's ``cap·tanh(z/cap)`` with ``−inf`` kept (a masked class stays masked),
   and the ``tanh`` (for the chain factor ``1 − tanh²``); ``cap`` is finite and > 0."""
   if cap is None:
-    return z, None
+    return Softcapped(z, None)
   th = jnp.tanh(z / cap)
   # −inf added rather than selected, so that a NaN cotangent at a masked class (a row
   # whose label points there) still reaches the logit as NaN, not as 0
-  return cap * th + jnp.where(z == -jnp.inf, -jnp.inf, 0).astype(th.dtype), th
+  return Softcapped(cap * th + jnp.where(z == -jnp.inf, -jnp.inf, 0).astype(th.dtype), th)
 
 
 def count_valid(zm: jax.Array, axis=-1) -> jax.Array:

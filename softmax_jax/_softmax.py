@@ -16,6 +16,7 @@ gives zeros from :func:`softmax` and ``-inf`` from :func:`log_softmax` and
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,11 +24,8 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from softmax_jax import _arguments, _kernels, _numerics
-
-# ---------------------------------------------------------------------------
-# Shared numerics: row max, shifted logits and sums.
-# ---------------------------------------------------------------------------
+from softmax_jax import _arguments, _kernels
+from softmax_jax import _numerics as nx
 
 
 def _fix_empty_rows(out, xm, axis, fill):
@@ -61,18 +59,22 @@ def _fix_empty_rows(out, xm, axis, fill):
   return jnp.where(empty, fill, out)
 
 
-_masked = _numerics.masked
-_upcast = _numerics.upcast
+class _Shifted(NamedTuple):
+  """The masked logits and ``x − max x`` (the max a differentiation constant)."""
+
+  masked: jax.Array  # x with the left-out entries at −inf, in the input dtype
+  shifted: jax.Array  # x − max x, in the compute dtype (the max is exact in the input dtype)
+  max: jax.Array  # the row max, in the compute dtype
 
 
-def _shifted(x, axis, where):
-  """``(x − max x)`` in the compute dtype (the max is exact in the input dtype)."""
-  xm = _masked(x, where)
+def _shifted(x, axis, where) -> _Shifted:
+  xm = nx.masked(x, where)
   m = lax.stop_gradient(jnp.max(xm, axis=axis, keepdims=True))
-  return xm, _upcast(xm) - _upcast(m), _upcast(m)
+  return _Shifted(xm, nx.upcast(xm) - nx.upcast(m), nx.upcast(m))
 
 
 def _row_dot(a, b, axis):
+  """``⟨a, b⟩`` over the class axis (or axes), kept as size-1 axes."""
   return jnp.sum(a * b, axis=axis, keepdims=True)
 
 
@@ -84,23 +86,24 @@ def _row_dot(a, b, axis):
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _softmax(x, axis, where):
   # Computed in float32 for half-precision inputs; one fused kernel either way.
-  xm, shifted, _ = _shifted(x, axis, where)
-  e = jnp.exp(shifted)
+  s = _shifted(x, axis, where)
+  e = jnp.exp(s.shifted)
   y = (e / jnp.sum(e, axis=axis, keepdims=True)).astype(x.dtype)
-  return _fix_empty_rows(y, xm, axis, 0)
+  return _fix_empty_rows(y, s.masked, axis, 0)
 
 
 @_softmax.defjvp
 def _softmax_jvp(axis, primals, tangents):
+  # ∂y_i/∂z_j = y_i(δ_ij − y_j) (lecture, "Derivative of the softmax function"), so
+  # J·ż = y ⊙ (ż − ⟨y, ż⟩).
   x, where = primals
-  x_dot = _upcast(tangents[0])
+  x_dot = nx.upcast(tangents[0])
   y = _softmax(x, axis, where)
-  yc = y if y.dtype == x_dot.dtype else _softmax(_upcast(x), axis, where)
-  # Lecture: ∂y_i/∂z_j = y_i(δ_ij − y_j), so J·ż = y ⊙ (ż − ⟨y, ż⟩).
+  yc = y if y.dtype == x_dot.dtype else _softmax(nx.upcast(x), axis, where)
   return y, (yc * (x_dot - _row_dot(yc, x_dot, axis))).astype(x.dtype)
 
 
-def _scale(x, temperature):
+def _divide_by_temperature(x, temperature):
   return x if temperature is None else x / jnp.asarray(temperature, x.dtype)
 
 
@@ -113,10 +116,12 @@ def _temperature_arg(temperature, fn):
 
 
 @partial(jax.jit, static_argnums=(1,))
-def _softmax_impl(x, axis, where, temperature):
+def _tempered_softmax(x, axis, where, temperature):
+  """``softmax(x / T)`` (no division for ``T = None``), jitted."""
   if temperature is None:
     return _softmax(x, axis, where)
-  return _softmax(_scale(_upcast(x), temperature), axis, where).astype(x.dtype)
+  return _softmax(_divide_by_temperature(nx.upcast(x), temperature), axis,
+                  where).astype(x.dtype)
 
 
 def softmax(
@@ -165,7 +170,7 @@ def softmax(
   where = _arguments.where_mask(where, x.shape, fn)
   temperature = _temperature_arg(temperature, fn)
   return _kernels.choose(impl, x, ax, fn, kernel=lambda: _kernels.softmax(x, False),
-                        xla=lambda: _softmax_impl(x, ax, where, temperature),
+                        xla=lambda: _tempered_softmax(x, ax, where, temperature),
                         where=where is not None, temperature=temperature is not None)
 
 
@@ -176,28 +181,31 @@ def softmax(
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _log_softmax(x, axis, where):
-  xm, shifted, _ = _shifted(x, axis, where)
-  out = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
-  return _fix_empty_rows(out.astype(x.dtype), xm, axis, -jnp.inf)
+  s = _shifted(x, axis, where)
+  out = s.shifted - jnp.log(jnp.sum(jnp.exp(s.shifted), axis=axis, keepdims=True))
+  return _fix_empty_rows(out.astype(x.dtype), s.masked, axis, -jnp.inf)
 
 
 @_log_softmax.defjvp
 def _log_softmax_jvp(axis, primals, tangents):
+  # log y_i = z_i − log Σ_d e^{z_d}: ∂ log y_i/∂z_j = (1/y_i) ∂y_i/∂z_j = δ_ij − y_j (lecture,
+  # "Derivative of the softmax function", with ∂ log y/∂y = 1/y).  Invalid entries are
+  # the constant −inf, so their tangent is 0.
   x, where = primals
-  x_dot = _upcast(tangents[0])
+  x_dot = nx.upcast(tangents[0])
   out = _log_softmax(x, axis, where)
-  y = jnp.exp(out if out.dtype == x_dot.dtype else _log_softmax(_upcast(x), axis, where))
-  # log y_i = z_i − logsumexp(z): ∂/∂z_j = δ_ij − y_j.  Invalid entries are the
-  # constant −inf, so their tangent is 0.
+  y = jnp.exp(out if out.dtype == x_dot.dtype else _log_softmax(nx.upcast(x), axis, where))
   t = x_dot - _row_dot(y, x_dot, axis)
   return out, jnp.where(out != -jnp.inf, t, jnp.zeros_like(t)).astype(x.dtype)
 
 
 @partial(jax.jit, static_argnums=(1,))
-def _log_softmax_impl(x, axis, where, temperature):
+def _tempered_log_softmax(x, axis, where, temperature):
+  """``log_softmax(x / T)`` (no division for ``T = None``), jitted."""
   if temperature is None:
     return _log_softmax(x, axis, where)
-  return _log_softmax(_scale(_upcast(x), temperature), axis, where).astype(x.dtype)
+  return _log_softmax(_divide_by_temperature(nx.upcast(x), temperature), axis,
+                      where).astype(x.dtype)
 
 
 def log_softmax(
@@ -239,7 +247,7 @@ def log_softmax(
   where = _arguments.where_mask(where, x.shape, fn)
   temperature = _temperature_arg(temperature, fn)
   return _kernels.choose(impl, x, ax, fn, kernel=lambda: _kernels.softmax(x, True),
-                        xla=lambda: _log_softmax_impl(x, ax, where, temperature),
+                        xla=lambda: _tempered_log_softmax(x, ax, where, temperature),
                         where=where is not None, temperature=temperature is not None)
 
 
@@ -250,23 +258,25 @@ def log_softmax(
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _logsumexp(x, axis, where):
-  xm, shifted, m = _shifted(x, axis, where)
-  out = jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True)) + m
-  out = jnp.where(m == jnp.inf, jnp.inf, out)  # log(e^inf + ...) = inf, as NumPy and torch
-  return _fix_empty_rows(out.astype(x.dtype), xm, axis, -jnp.inf)
+  s = _shifted(x, axis, where)
+  out = jnp.log(jnp.sum(jnp.exp(s.shifted), axis=axis, keepdims=True)) + s.max
+  out = jnp.where(s.max == jnp.inf, jnp.inf, out)  # log(e^inf + ...) = inf, as NumPy, torch
+  return _fix_empty_rows(out.astype(x.dtype), s.masked, axis, -jnp.inf)
 
 
 @_logsumexp.defjvp
 def _logsumexp_jvp(axis, primals, tangents):
+  # ∂/∂z_j log Σ_d e^{z_d} = e^{z_j} / Σ_d e^{z_d} = y_j (lecture, "Softmax function");
+  # 0 on a row without a valid entry.
   x, where = primals
-  x_dot = _upcast(tangents[0])
-  # ∂ logsumexp(z) / ∂z_j = y_j (softmax); 0 on a row without a valid entry.
-  y = _softmax(_upcast(x), axis, where)
+  x_dot = nx.upcast(tangents[0])
+  y = _softmax(nx.upcast(x), axis, where)
   return _logsumexp(x, axis, where), _row_dot(y, x_dot, axis).astype(x.dtype)
 
 
 @partial(jax.jit, static_argnums=(1, 3))
-def _logsumexp_impl(x, axis, where, keepdims):
+def _reduced_logsumexp(x, axis, where, keepdims):
+  """:func:`_logsumexp` with the reduced axes kept or squeezed, jitted."""
   out = _logsumexp(x, axis, where)
   return out if keepdims else jnp.squeeze(out, axis)
 
@@ -301,7 +311,7 @@ def logsumexp(
   ax = _arguments.axes(axis, x.ndim, fn)
   _arguments.classes(int(np.prod([x.shape[a] for a in ax])), "x", fn)
   where = _arguments.where_mask(where, x.shape, fn)
-  return _logsumexp_impl(x, ax, where, bool(keepdims))
+  return _reduced_logsumexp(x, ax, where, bool(keepdims))
 
 
 # ---------------------------------------------------------------------------
@@ -310,7 +320,8 @@ def logsumexp(
 
 
 @jax.jit
-def _sigmoid_impl(x):
+def _sigmoid_in_compute_dtype(x):
+  # σ(z) = 1 / (1 + e^{−z}) (lecture, "Logistic function"), in float32 for half precision.
   return lax.logistic(x.astype(_arguments.compute_dtype(x.dtype))).astype(x.dtype)
 
 
@@ -332,11 +343,11 @@ def sigmoid(x: ArrayLike) -> jax.Array:
     >>> sigmoid(jnp.array([0.0, 1e30, -1e30], jnp.float32))
     Array([0.5, 1. , 0. ], dtype=float32)
   """
-  return _sigmoid_impl(_arguments.float_array(x, "x", "sigmoid"))
+  return _sigmoid_in_compute_dtype(_arguments.float_array(x, "x", "sigmoid"))
 
 
 @jax.jit
-def _log_sigmoid_impl(x):
+def _log_sigmoid_via_softplus(x):
   # log σ(z) = −softplus(−z), finite for every finite z.
   return (-jax.nn.softplus(-x.astype(_arguments.compute_dtype(x.dtype)))).astype(x.dtype)
 
@@ -356,13 +367,14 @@ def log_sigmoid(x: ArrayLike) -> jax.Array:
     >>> log_sigmoid(jnp.array([-100.0], jnp.float32))
     Array([-100.], dtype=float32)
   """
-  return _log_sigmoid_impl(_arguments.float_array(x, "x", "log_sigmoid"))
+  return _log_sigmoid_via_softplus(_arguments.float_array(x, "x", "log_sigmoid"))
 
 
 @jax.jit
-def _sigmoid_derivative_impl(x):
+def _sigmoid_derivative_in_tails(x):
   xc = x.astype(_arguments.compute_dtype(x.dtype))
-  # σ'(z) = σ(z)(1 − σ(z)) = σ(z)σ(−z): the second form keeps the tails accurate.
+  # σ'(z) = σ(z)(1 − σ(z)) (lecture, "Derivative of the softmax function", the i = j case)
+  # = σ(z)σ(−z): the second form keeps the tails accurate.
   return (lax.logistic(xc) * lax.logistic(-xc)).astype(x.dtype)
 
 
@@ -384,4 +396,4 @@ def sigmoid_derivative(x: ArrayLike) -> jax.Array:
     >>> sigmoid_derivative(jnp.array([0.0], jnp.float32))
     Array([0.25], dtype=float32)
   """
-  return _sigmoid_derivative_impl(_arguments.float_array(x, "x", "sigmoid_derivative"))
+  return _sigmoid_derivative_in_tails(_arguments.float_array(x, "x", "sigmoid_derivative"))

@@ -1,13 +1,15 @@
 """Property tests (hypothesis) over shapes, axes, dtypes and logit scales.
 
 Example counts and the set of shapes are bounded so the number of compilations
-stays small on a 2-core CI machine.
+stays small on a 2-core CI machine.  A float64 example runs under
+``jax.enable_x64(True)``; every other example runs in the default configuration (x64 off).
 """
+
+import contextlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,8 +17,6 @@ import softmax_jax as sj
 
 import reference as ref
 from _util import f64
-
-pytestmark = pytest.mark.x64
 
 SHAPES = [(5,), (3, 4), (2, 3, 5), (1, 17)]
 SCALES = [1e-3, 1.0, 10.0, 100.0, 1e4]
@@ -36,12 +36,24 @@ def cases(draw, dtypes=FLOATS):
   x = np.random.default_rng(seed).normal(size=shape) * scale
   if dtype == jnp.float16:
     x = np.clip(x, -6e4, 6e4)
-  return jnp.asarray(x).astype(dtype), axis, seed
+  return x, dtype, axis, seed
+
+
+@contextlib.contextmanager
+def _as_array(case):
+  """``(x, axis, seed)`` with ``x`` in the case's dtype, under x64 for a float64 case only."""
+  x, dtype, axis, seed = case
+  with jax.enable_x64(dtype == jnp.float64):
+    yield jnp.asarray(x).astype(dtype), axis, seed
 
 
 @given(cases())
 def test_probabilities_in_unit_interval_and_sum_to_one(case):
-  x, axis, _ = case
+  with _as_array(case) as (x, axis, _):
+    _unit_interval_and_sum_to_one(x, axis)
+
+
+def _unit_interval_and_sum_to_one(x, axis):
   y = f64(sj.softmax(x, axis))
   assert np.all((y >= 0) & (y <= 1))
   eps = float(jnp.finfo(x.dtype).eps)
@@ -50,7 +62,11 @@ def test_probabilities_in_unit_interval_and_sum_to_one(case):
 
 @given(cases(dtypes=[jnp.float64, jnp.float32]), st.sampled_from([-7.0, 0.5, 123.0]))
 def test_shift_invariance(case, shift):
-  x, axis, _ = case
+  with _as_array(case) as (x, axis, _):
+    _shift_invariance(x, axis, shift)
+
+
+def _shift_invariance(x, axis, shift):
   a = f64(sj.softmax(x, axis))
   b = f64(sj.softmax(x + jnp.asarray(shift, x.dtype), axis))
   np.testing.assert_allclose(a, b, atol=1e-5 if x.dtype == jnp.float32 else 1e-12)
@@ -58,7 +74,11 @@ def test_shift_invariance(case, shift):
 
 @given(cases(dtypes=[jnp.float64]))
 def test_jacobian_symmetric_rows_sum_to_zero_and_match_products(case):
-  x, axis, seed = case
+  with _as_array(case) as (x, axis, seed):
+    _jacobian_properties(x, axis, seed)
+
+
+def _jacobian_properties(x, axis, seed):
   jac = np.asarray(sj.softmax_jacobian(x, axis))
   jm = np.moveaxis(jac, axis % x.ndim, -2)  # i sits at the class axis of x, j last
   np.testing.assert_allclose(jm, np.swapaxes(jm, -1, -2), atol=0)
@@ -73,7 +93,11 @@ def test_jacobian_symmetric_rows_sum_to_zero_and_match_products(case):
 
 @given(cases(), st.sampled_from([0.0, 0.1]))
 def test_loss_non_negative_and_one_hot_gradient_rows_sum_to_zero(case, eps):
-  x, axis, seed = case
+  with _as_array(case) as (x, axis, seed):
+    _one_hot_gradient(x, axis, seed, eps)
+
+
+def _one_hot_gradient(x, axis, seed, eps):
   num_classes = x.shape[axis]
   labels_shape = x.shape[:axis % x.ndim] + x.shape[axis % x.ndim + 1:]
   labels = jnp.asarray(np.random.default_rng(seed).integers(0, num_classes, labels_shape))
@@ -98,7 +122,11 @@ def test_loss_non_negative_and_one_hot_gradient_rows_sum_to_zero(case, eps):
 
 @given(cases(dtypes=[jnp.float64, jnp.float32]))
 def test_soft_targets_loss_bounds(case):
-  x, axis, seed = case
+  with _as_array(case) as (x, axis, seed):
+    _gibbs_bound(x, axis, seed)
+
+
+def _gibbs_bound(x, axis, seed):
   t = np.random.default_rng(seed).random(x.shape)
   t = jnp.asarray(t / t.sum(axis, keepdims=True)).astype(x.dtype)
   per = f64(sj.cross_entropy(x, t, axis, reduction="none"))
@@ -110,7 +138,11 @@ def test_soft_targets_loss_bounds(case):
 
 @given(cases(dtypes=[jnp.float64]), st.integers(0, 2**16))
 def test_masked_softmax_equals_softmax_of_subset(case, mask_seed):
-  x, axis, _ = case
+  with _as_array(case) as (x, axis, _):
+    _masked_subset(x, axis, mask_seed)
+
+
+def _masked_subset(x, axis, mask_seed):
   mask = np.random.default_rng(mask_seed).random(x.shape) < 0.6
   y = f64(sj.softmax(x, axis, where=jnp.asarray(mask)))
   xm = np.moveaxis(f64(x), axis, -1).reshape(-1, x.shape[axis])

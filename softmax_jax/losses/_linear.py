@@ -31,248 +31,36 @@ second derivatives all work.  Per token (PyTorch's semantics, ``K`` valid classe
 
 The label's entry uses ``1 − y_t`` from the tail (:func:`_numerics.complement`).
 With ``logit_softcap = s`` the logits are ``s·tanh(z/s)`` (``−inf`` kept) and
-the gradient gains the factor ``1 − tanh²(z/s)``.
+the gradient gains the factor ``1 − tanh²(z/s)``.  The chunk loops and the custom JVP are
+in ``softmax_jax/losses/_linear_chunks.py``; this module checks the arguments.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
-from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
 from softmax_jax import _arguments
 from softmax_jax import _numerics as nm
+from softmax_jax.losses._linear_chunks import Config, linear_xent
 
 _DEFAULT_CHUNK_BYTES = 32 << 20  # logits of one chunk, float32
 
 
-class _Config(NamedTuple):
-  """The static options (hashable: a ``nondiff_argnums`` of the custom JVP)."""
+class _CheckedLabels(NamedTuple):
+  """The labels as a JAX integer array and ``ignore_index`` checked against their dtype."""
 
-  chunk: int
-  eps: float
-  z_loss: float
-  cap: float | None
-  with_lse: bool  # whether the lse output is used (its tangent is computed)
+  labels: jax.Array
+  ignore_index: int | None
 
 
-class _Rows(NamedTuple):
-  """What the statistics pass keeps per row (``[N, 1]`` each): ``O(N)``."""
-
-  st: nm.RowStats  # merged (m, s, tail) of the soft-capped logits, finalised
-  z_t: jax.Array  # the label's logit (0 where the label is not a class)
-  k: jax.Array  # K, the number of valid classes
-  z_sum: jax.Array  # Σ of the valid logits (0 without smoothing)
-
-
-class _Coefs(NamedTuple):
-  """Per-row factors of ``∂ℓ/∂z`` (``[N, 1]``), derived from :class:`_Rows`."""
-
-  m: jax.Array  # the row max (a constant)
-  log_s: jax.Array  # log s
-  lse: jax.Array
-  comp: jax.Array  # 1 − y_t
-  g: jax.Array  # 1 on counted rows, else 0
-  bad: jax.Array  # counted rows with a bad label: NaN derivatives
-  coef: jax.Array  # ε / K
-
-
-def _acc_dtype(w):
-  return jnp.promote_types(w.dtype, jnp.float32)
-
-
-def _logits(h, w, b, cap):
-  """``(z, tanh or None)`` for one vocabulary chunk, in float32 (or float64)."""
-  acc = _acc_dtype(w)
-  z = jnp.dot(h, w, preferred_element_type=acc)
-  if b is not None:
-    z = z + b.astype(acc)
-  return nm.softcap(z, cap)
-
-
-def _over_vocab(w, b, chunk, fn, carry):
-  """``carry = fn(w_chunk, b_chunk, offset, carry)`` over the vocabulary in chunks.
-
-  Whole chunks are read with ``dynamic_slice`` inside a loop (no copy of
-  ``w``); a remainder narrower than ``chunk`` is handled once after it.
-  """
-  full, rest = divmod(w.shape[1], chunk)
-
-  def body(j, carry):
-    start = j * chunk
-    w_j = lax.dynamic_slice_in_dim(w, start, chunk, axis=1)
-    b_j = None if b is None else lax.dynamic_slice_in_dim(b, start, chunk)
-    return fn(w_j, b_j, start, carry)
-
-  carry = lax.fori_loop(0, full, body, carry)
-  if rest:
-    start = full * chunk
-    carry = fn(w[:, start:], None if b is None else b[start:], start, carry)
-  return carry
-
-
-def _row_stats(h, w, b, code, cfg: _Config) -> _Rows:
-  """The statistics pass: one matrix product per chunk, nothing wider than a chunk kept."""
-  n = h.shape[0]
-  acc = _acc_dtype(w)
-  index = nm.label_info(code).index[:, None]
-
-  def step(w_j, b_j, start, carry):
-    st, z_t, k, z_sum = carry
-    z, _ = _logits(h, w_j, b_j, cfg.cap)  # [N, chunk]
-    st = nm.merge(st, nm.part_stats(z))
-    local = index - start
-    mine = (local >= 0) & (local < z.shape[1])
-    picked = jnp.take_along_axis(z, jnp.clip(local, 0, z.shape[1] - 1), axis=-1)
-    z_t = jnp.where(mine, picked, z_t)
-    if cfg.eps:
-      k = k + nm.count_valid(z)
-      z_sum = z_sum + jnp.sum(jnp.where(z != -jnp.inf, z, 0), axis=-1, keepdims=True)
-    return st, z_t, k, z_sum
-
-  zeros = jnp.zeros((n, 1), acc)
-  st, z_t, k, z_sum = _over_vocab(w, b, cfg.chunk, step,
-                                  (nm.empty_stats((n, 1), acc), zeros, zeros, zeros))
-  return _Rows(nm.finalize(st), z_t, k, z_sum)
-
-
-def _coefs(rows: _Rows, code, cfg: _Config):
-  """``(loss [N], lse [N], counted [N], coefficients)`` from the row statistics."""
-  info = nm.label_info(code)
-  st = rows.st
-  log_s = nm.log_normaliser(st)  # differentiated as log s
-  lse = st.m + log_s
-  shifted_t = rows.z_t - st.m
-  comp = nm.complement(st, shifted_t)  # differentiated as 1 − e^{z_t − m}/s
-  loss = (1 - cfg.eps) * (log_s - shifted_t)  # −log y_t
-  coef = jnp.zeros_like(lse)
-  if cfg.eps:  # (ε/K) Σ_valid (lse − z_c)
-    coef = nm.smoothing_coef(cfg.eps, rows.k)
-    loss = loss + jnp.where(rows.k > 0, cfg.eps * lse - coef * rows.z_sum, 0)
-  if cfg.z_loss:
-    loss = loss + cfg.z_loss * jnp.square(lse)
-  counted = nm.nonempty(st)[:, 0] & ~info.ignored
-  bad = counted & ~(info.is_class & (shifted_t[:, 0] != -jnp.inf))
-  loss = nm.finish(loss[:, 0], counted, bad)
-  ones = jnp.ones_like(lse)
-  g = jnp.where(counted[:, None], ones, 0)
-  lse_out = jnp.where(counted, lse[:, 0], 0)
-  return loss, lse_out, counted, _Coefs(st.m, log_s, lse, comp, g, bad[:, None], coef)
-
-
-def _chunk_jacobian(h, w_j, b_j, start, index, c: _Coefs, cfg: _Config):
-  """``(∂ℓ/∂z_c, ∂lse/∂z_c)`` of one chunk of raw logits (``[N, chunk]`` each).
-
-  ``(1 + 2λ_z lse) y − (1 − ε) t − (ε/K)[valid]``, the label's entry written with
-  ``1 − y_t``; times ``1 − tanh²`` under a soft-cap."""
-  z, th = _logits(h, w_j, b_j, cfg.cap)
-  y = jnp.exp((z - c.m) - c.log_s)
-  a = 1 + 2 * cfg.z_loss * c.lse
-  d_loss = a * y
-  if cfg.eps:
-    d_loss = d_loss - jnp.where(z != -jnp.inf, c.coef, 0)
-  keep = 1 - cfg.eps
-  label = -keep * c.comp + (a - keep) * y - c.coef  # (a y_t − (1 − ε)) without cancelling
-  is_t = lax.broadcasted_iota(jnp.int32, z.shape, 1) + start == index
-  # NaN as a factor (the core's rule, as in finish): a bad row's second derivatives are
-  # NaN too, while the other rows' derivatives along its inputs stay 0.
-  nan_factor = jnp.where(c.bad, jnp.nan, 1).astype(d_loss.dtype)
-  d_loss = c.g * jnp.where(is_t, label, d_loss) * nan_factor
-  d_lse = c.g * y
-  if th is not None:
-    chain = 1 - jnp.square(th)
-    d_loss, d_lse = d_loss * chain, d_lse * chain
-  return d_loss, d_lse
-
-
-def _is_zero(t):
-  return t is None or isinstance(t, SymbolicZero)
-
-
-def _tangents(h, w, b, code, c: _Coefs, cfg: _Config, dh, dw, db):
-  """``(ℓ̇, lsė)`` (``[N]``): ``Σ_c (∂/∂z_c) ż_c`` over the chunks, ``ż = ḣ W + h Ẇ + ḃ``.
-
-  Linear in the tangents; the Jacobian of a chunk is under ``jax.checkpoint`` and
-  reads ``W`` itself, so the transpose (reverse mode) recomputes it chunk by
-  chunk instead of saving ``[N, V]`` residuals."""
-  n, hdim = h.shape
-  v, chunk = w.shape[1], cfg.chunk
-  full, rest = divmod(v, chunk)
-  acc = _acc_dtype(w)
-  index = nm.label_info(code).index[:, None]
-  dh, dw, db = (None if _is_zero(t) else t for t in (dh, dw, db))
-  dh = None if dh is None else dh.astype(acc)  # outside the loop: d h is summed in float32
-  outputs = 2 if cfg.with_lse else 1
-
-  @functools.partial(jax.checkpoint, static_argnums=(1,))
-  def contract(start, width, dh, dw, db):
-    # Linear in (dh, dw, db); under jax.checkpoint the chunk's Jacobian is
-    # recomputed by the transpose, so reverse mode keeps no [N, chunk] residual.
-    # The tangents are sliced like W: transposed, each chunk's d W is added in place.
-    def cols(x, axis):
-      if x is None:
-        return None
-      if width == chunk:
-        return lax.dynamic_slice_in_dim(x, start, width, axis=axis)
-      return lax.slice_in_dim(x, v - width, v, axis=axis)  # the remainder: the last columns
-
-    w_j, b_j, dw_j, db_j = cols(w, 1), cols(b, 0), cols(dw, 1), cols(db, 0)
-    jac = _chunk_jacobian(h, w_j, b_j, start, index, c, cfg)[:outputs]
-    out = jnp.zeros((outputs, n), acc)
-    zdot = jnp.zeros((n, width), acc)
-    if dh is not None and w.dtype == acc:  # (transposed: d h += dz W_cᵀ)
-      zdot = zdot + jnp.dot(dh, w_j)
-    elif dh is not None:
-      # Half precision: Σ_k ḣ_ik (J W_cᵀ)_ik, so that (transposed) d h is summed in float32
-      # over the chunks.  On accelerators J W_cᵀ is a product in the weight's dtype with
-      # float32 sums (the speed of bfloat16 matrix units; J rounded to bfloat16, as the
-      # gradient will be); the CPU, which has no bfloat16 product, keeps J in float32.
-      def product(rounded):
-        return lambda: jnp.stack([
-            jnp.dot(j.astype(w.dtype), w_j.T, preferred_element_type=acc) if rounded
-            else jnp.dot(j, w_j.T.astype(acc)) for j in jac])
-
-      a = lax.platform_dependent(cpu=product(False), default=product(True))
-      out = out + jnp.sum(a * dh, axis=-1)
-    if dw_j is not None:  # (transposed: d W_c = hᵀ dz, in the weight's dtype)
-      zdot = zdot + jnp.dot(h, dw_j).astype(acc)
-    if db_j is not None:
-      zdot = zdot + db_j.astype(acc)
-    return out + jnp.stack([jnp.sum(j * zdot, axis=-1) for j in jac])
-
-  def body(j, out):
-    return out + contract(j * chunk, chunk, dh, dw, db)
-
-  out = lax.fori_loop(0, full, body, jnp.zeros((outputs, n), acc))
-  if rest:
-    out = out + contract(full * chunk, rest, dh, dw, db)
-  return out[0], (out[1] if cfg.with_lse else jnp.zeros_like(out[0]))
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
-def _lce(h, w, b, code, cfg: _Config):
-  loss, lse, counted, _ = _coefs(_row_stats(h, w, b, code, cfg), code, cfg)
-  return loss, lse, counted
-
-
-@functools.partial(_lce.defjvp, symbolic_zeros=True)
-def _lce_jvp(cfg, primals, tangents):
-  h, w, b, code = primals
-  dh, dw, db, _ = tangents
-  loss, lse, counted, c = _coefs(_row_stats(h, w, b, code, cfg), code, cfg)
-  t_loss, t_lse = _tangents(h, w, b, code, c, cfg, dh, dw, db)
-  return (loss, lse, counted), (t_loss, t_lse, np.zeros(counted.shape, jax.dtypes.float0))
-
-
-def _labels(labels, ignore_index, shape, of, fn):
-  """Label codes ``[N]``: ``ignore_index`` checked against the labels' own dtype, 64-bit
-  host labels kept from wrapping, then :func:`_numerics.canonical_labels`."""
+def _checked_labels(labels, ignore_index, shape, of, fn) -> _CheckedLabels:
+  """Integer labels of ``shape``: ``ignore_index`` checked against the labels' own dtype,
+  64-bit host labels kept from wrapping (:func:`_numerics.host_labels`)."""
   dtype = labels.dtype if hasattr(labels, "dtype") else np.asarray(labels).dtype
   if not jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_:
     raise ValueError(f"{fn}: labels must be integers of shape {shape} for {of}, got {dtype}")
@@ -280,7 +68,7 @@ def _labels(labels, ignore_index, shape, of, fn):
   labels = nm.host_labels(labels, ignore)
   ignore = _arguments.ignore_index(ignore, labels.dtype, fn)  # 32-bit once on the device
   labels = _arguments.integer_labels(labels, shape, of, fn)
-  return labels, ignore
+  return _CheckedLabels(labels, ignore)
 
 
 def linear_cross_entropy(
@@ -365,7 +153,8 @@ def linear_cross_entropy(
     raise ValueError(f"{fn}: weight has shape {w.shape} but hidden has shape {h.shape}; "
                      f"weight must be [{h.shape[-1] if h.ndim else '?'}, classes]")
   lead = h.shape[:-1]
-  labels, ignore = _labels(labels, ignore_index, lead, f"hidden of shape {h.shape}", fn)
+  labels, ignore = _checked_labels(labels, ignore_index, lead, f"hidden of shape {h.shape}",
+                                   fn)
   h = h.reshape(-1, h.shape[-1])
   b = None
   if bias is not None:
@@ -381,7 +170,8 @@ def linear_cross_entropy(
     chunk_size = max(128, _DEFAULT_CHUNK_BYTES // (4 * max(h.shape[0], 1)) // 128 * 128)
   chunk = min(_arguments.positive_int(chunk_size, "chunk_size", fn), v)
   code = nm.canonical_labels(labels.reshape(-1), v, ignore)
-  loss, lse, counted = _lce(h, w, b, code, _Config(chunk, eps, lam, cap, bool(return_lse)))
+  loss, lse, counted = linear_xent(h, w, b, code,
+                                   Config(chunk, eps, lam, cap, bool(return_lse)))
   out = nm.reduce(loss, counted, reduction)
   if reduction == "none":
     out = out.reshape(lead)
