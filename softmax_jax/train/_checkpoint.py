@@ -10,11 +10,13 @@ files is refused with a :class:`CheckpointError`, never half-loaded.
 Checkpoints are written in the background (orbax's asynchronous checkpointing)
 into a temporary folder that orbax renames into place once every file is written,
 so a process killed mid-write leaves no checkpoint that a resume would take.
-A write costs tens of milliseconds whatever the size of the state, far more
-than an epoch of a small model: at most one is under way at a time, and a
-checkpoint that falls due meanwhile waits for it (a later one replaces it), so
-that checkpoints never hold training up.  :meth:`Checkpointer.finish` writes the
-last state and waits for it.
+A write costs about ten milliseconds of the training thread and a hundred in the
+background whatever the size of the state, far more than an epoch of a small
+model, so writes are paced: at most one is under way, and one starts at most every
+``min_interval`` seconds (default 1).  A checkpoint that falls due sooner waits,
+and a later one replaces it; :meth:`Checkpointer.finish` writes the last state
+and waits for it.  A kill loses at most about a second and ``checkpoint_every``
+epochs of work.
 
 orbax is imported here only; ``import softmax_jax`` does not load it.
 """
@@ -25,10 +27,12 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import pathlib
 import signal
 import threading
+import time
 from typing import Any, NamedTuple
 
 import jax
@@ -124,22 +128,29 @@ class Checkpointer:
     fingerprint: JSON-able description of the run (configuration and data);
       a checkpoint restores only into a run with the same fingerprint.
     keep: how many of the latest checkpoints to keep.
+    min_interval: the least time in seconds from the start of one write to the
+      start of the next (but for :meth:`finish`).
   """
 
-  def __init__(self, directory, fingerprint: dict, *, keep: int = 2):
+  def __init__(self, directory, fingerprint: dict, *, keep: int = 2,
+               min_interval: float = 1.0):
     ocp = _ocp()
     self.directory = pathlib.Path(directory).absolute()
     self.fingerprint = fingerprint
+    self.min_interval = min_interval
     self._ocp = ocp
     self._due: _Due | None = None
+    self._last_start = -math.inf
     self._quiet = _QuietOrbax()
     logging.getLogger("absl").addFilter(self._quiet)
     try:
       self._manager = ocp.CheckpointManager(
           self.directory,
+          # (Not cleanup_tmp_directories: its thread can outlive the program and print a
+          # traceback at exit.  A killed run's temporary folder is ignored, and cleared
+          # with the rest by --overwrite.)
           options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                               enable_async_checkpointing=True,
-                                               cleanup_tmp_directories=True))
+                                               enable_async_checkpointing=True))
     except BaseException:
       logging.getLogger("absl").removeFilter(self._quiet)
       raise
@@ -158,15 +169,21 @@ class Checkpointer:
     """Start writing ``state`` (and ``history``, the rows up to it) as its epoch's checkpoint.
 
     Returns once orbax has the host copy; the files are written in the background.
-    While an earlier checkpoint is still being written, ``state`` waits (replacing
-    any that waited before) and :meth:`poll` or :meth:`finish` writes it.
+    While an earlier checkpoint is still being written, or one was started less
+    than ``min_interval`` seconds ago, ``state`` waits (replacing any that waited
+    before) and :meth:`poll` writes it later, or :meth:`finish` a later state.
+    A state no newer than the newest checkpoint is ignored.
     """
-    self._due = _Due(state, list(history[:int(state.epoch)]))
+    epoch = int(state.epoch)
+    if epoch <= (self.latest_epoch() or 0):
+      return
+    self._due = _Due(state, list(history[:epoch]))
     self.poll()
 
   def poll(self) -> None:
-    """Start the checkpoint that waits, if there is one and no write is under way."""
-    if self._due is not None and not self._manager.is_saving_in_progress():
+    """Start the checkpoint that waits, if there is one and its time has come."""
+    if (self._due is not None and time.monotonic() - self._last_start >= self.min_interval
+        and not self._manager.is_saving_in_progress()):
       due, self._due = self._due, None
       self._start(due)
 
@@ -183,6 +200,7 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
   def _start(self, due: _Due) -> None:
+    self._last_start = time.monotonic()
     host_state = jax.device_get(due.state)
     epoch = int(host_state.epoch)
     meta = {"epoch": epoch, "fingerprint": self.fingerprint, "history": due.history,

@@ -7,14 +7,13 @@ by :func:`write_outputs`, marks the run complete.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from softmax_jax.train import _loop, _model, _rundir
+from softmax_jax.train import _figures, _loop, _model, _rundir
 from softmax_jax.train._config import TrainConfig, compute_dtype_of
 from softmax_jax.train._datasets import _csv
 
@@ -26,7 +25,7 @@ class Scores(NamedTuple):
 
   log_loss: jax.Array  # mean cross-entropy
   accuracy: jax.Array
-  objective: jax.Array  # the regularised loss J that training minimised
+  objective: jax.Array | None  # the regularised loss J that training minimised (train only)
 
 
 def device_info() -> dict:
@@ -62,7 +61,8 @@ def _score(config: TrainConfig, params, arrays: dict) -> tuple[dict[str, Scores]
 
   def program(p, arrays):
     scores = {part: Scores(*_loop.evaluate(p, xs, ys, compute_dtype=cd),
-                           _model.loss(p, xs, ys, l2=config.l2, compute_dtype=cd))
+                           _model.loss(p, xs, ys, l2=config.l2, compute_dtype=cd)
+                           if part == "train" else None)
               for part, (xs, ys) in arrays.items()}
     test = arrays.get("test")
     return scores, None if test is None else _model.predict(p, test[0])
@@ -72,7 +72,8 @@ def _score(config: TrainConfig, params, arrays: dict) -> tuple[dict[str, Scores]
 
 
 def write_outputs(out, config: TrainConfig, data, prep, result: _loop.TrainResult,
-                  seconds: float, plots: bool, mesh=None) -> dict:
+                  seconds: float, plots: bool, mesh=None,
+                  separate: _figures.SeparateModel | None = None) -> dict:
   """Write every output of the run in ``out`` (the manifest last); returns the metrics.
 
   Args:
@@ -84,6 +85,8 @@ def write_outputs(out, config: TrainConfig, data, prep, result: _loop.TrainResul
     seconds: the training time of this session.
     plots: draw the figures.
     mesh: the data-parallel mesh's shape, for ``metrics.json``.
+    separate: the iris figure's separate model, started with the run (see
+      ``_figures``); trained here when it is needed and was not started.
   """
   dtype = np.dtype(config.dtype)
   params = result.params
@@ -116,7 +119,8 @@ def write_outputs(out, config: TrainConfig, data, prep, result: _loop.TrainResul
       "compute_dtype": config.compute_dtype})
   written = ["config.json", "metrics.json", "history.csv", "params.npz", "model.json"]
   if plots:
-    written += _draw(out, config, prep, params, result.history, arrays, test_predictions)
+    written += _figures.draw(out, config, prep, params, result.history, arrays,
+                             test_predictions, separate)
   _rundir.write_manifest(out, written, complete=True)  # last: the run is complete
   return metrics
 
@@ -132,37 +136,3 @@ def _label_name(ds, data) -> str | None:
   if data.dataset != "blobs":
     return _csv.label_name(data.dataset, data.label)
   return None
-
-
-def _draw(out, config, prep, params, history, arrays, test_predictions) -> list[str]:
-  """Draw the figures (each written atomically); returns their file names."""
-  from softmax_jax.train import _plots
-
-  drawn = []
-
-  def figure(name, draw, *args, **kwargs):
-    with _rundir.atomic(out / name) as tmp:
-      draw(*args, tmp, **kwargs)
-    drawn.append(name)
-
-  figure("curves.png", _plots.curves, history)
-  _, yt = arrays["test"]
-  if test_predictions is not None:
-    figure("confusion_matrix.png", _plots.confusion, yt, np.asarray(test_predictions),
-           prep.dataset.class_names)
-  x2, y2 = arrays["train"]
-  names, classes = prep.dataset.feature_names[:2], prep.dataset.class_names
-  predict = jax.jit(_model.predict)  # one compilation for the whole grid
-  if prep.dataset.n_features == 2:  # the run's own model: no second fit
-    figure("decision_regions.png", _plots.decision_regions,
-           lambda g: predict(params, g), x2, y2, names, classes,
-           title=f"{prep.dataset.name}: the trained model")
-  elif prep.dataset.name == "iris":
-    # scikit-learn's iris example: a second model on the first two features only.
-    cfg2 = dataclasses.replace(config, patience=None)
-    two = _loop.fit(x2[:, :2], y2, cfg2, n_classes=prep.dataset.n_classes).params
-    figure("decision_regions.png", _plots.decision_regions,
-           lambda g: predict(two, g), x2[:, :2], y2, names, classes,
-           title=f"{prep.dataset.name}: a separate 2-feature model (not the trained "
-                 f"{prep.dataset.n_features}-feature one)")
-  return drawn

@@ -28,12 +28,19 @@ import os
 import pathlib
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
-from softmax_jax.train import _datasets, _loop, _outputs, _rundir
-from softmax_jax.train._checkpoint import Checkpointer, CheckpointError, NoCheckpoints, digest
+from softmax_jax.train import _datasets, _figures, _loop, _outputs, _rundir
+from softmax_jax.train._checkpoint import (
+  Checkpointer,
+  CheckpointError,
+  NoCheckpoints,
+  Restored,
+  digest,
+)
 from softmax_jax.train._config import TrainConfig
 from softmax_jax.train._rundir import RunError
 
@@ -201,60 +208,97 @@ def _train_locked(config, data, out, prep, *, checkpoint_every, resume, overwrit
   """The part of :func:`train_run` that runs while holding the directory's lock."""
   dtype = np.dtype(config.dtype)
   x, y = prep.arrays("train", dtype)
-  val = prep.arrays("val", dtype)
   n_classes = prep.dataset.n_classes
   if writer:
-    if resume:  # the run being continued must be the one its files say it is
-      _rundir.verify_manifest(out, complete=False, need=("config.json",))
-    elif _rundir.holds_files(out):
-      if not overwrite:  # written by a run that finished while this one loaded its data
-        raise FileExistsError(f"{out} already holds files; choose another --out, continue it "
-                              "with --resume, or pass --overwrite")
-      _rundir.clear(out)  # so that a later --resume cannot find a stale checkpoint
+    _make_room(out, resume, overwrite)
   ckpt = (NoCheckpoints() if multi else
           Checkpointer(out / "checkpoints",
                        _fingerprint(config, [prep.arrays(p, dtype) for p in _outputs.PARTS])))
-  with ckpt:
-    state, history = None, []
-    if resume:
-      state, history = ckpt.restore(_loop.init_state(config, x.shape[1], n_classes))
-      if int(state.epoch) > config.epochs:
-        raise ValueError(f"the run in {out} has done {int(state.epoch)} epochs already; "
-                         f"--epochs {config.epochs} would not continue it")
-    # Written only once the checkpoint (if any) is known to belong to this configuration;
-    # until the final manifest the directory reads as incomplete.
-    if writer:
-      _rundir.remove_manifest(out)
-      _rundir.write_json(out / "config.json",
-                         {"train": config.to_dict(), "data": dataclasses.asdict(data),
-                          "checkpoint_every": checkpoint_every})
-      _rundir.write_manifest(out, ["config.json"], complete=False)
-    start = time.perf_counter()
-    trainer = None
-    try:
-      interrupted = should_stop is not None and should_stop()
-      if not interrupted:
-        trainer = _loop.Trainer(x, y, config, val=val, n_classes=n_classes, state=state,
-                                history=history, mesh=mesh)
-        interrupted = _train_epochs(trainer, ckpt, checkpoint_every=checkpoint_every,
-                                    on_epoch=on_epoch, stop_after=stop_after,
-                                    should_stop=should_stop)
-    except KeyboardInterrupt:  # Ctrl-C under Python's own handler (the library, not the CLI)
-      interrupted = True
-    seconds = time.perf_counter() - start
-    if trainer is not None:
-      ckpt.finish(trainer.state, trainer.history)
-  if interrupted:
-    if trainer is not None:
-      raise Interrupted(trainer.epoch, out)
-    raise Interrupted(0 if state is None else int(state.epoch), out)
-  result = trainer.result()
-  if mesh is not None:  # replicated global arrays -> host copies for the outputs
-    result.params = jax.device_get(result.params)
-  if not writer:
-    return {}
-  return _outputs.write_outputs(out, config, data, prep, result, seconds, plots,
-                                mesh=None if mesh is None else dict(mesh.shape))
+  separate = None
+  try:
+    with ckpt:
+      restored = _restore(ckpt, config, x.shape[1], n_classes, out) if resume else None
+      # Written only once the checkpoint (if any) is known to belong to this configuration;
+      # until the final manifest the directory reads as incomplete.
+      if writer:
+        _rundir.remove_manifest(out)
+        _rundir.write_json(out / "config.json",
+                           {"train": config.to_dict(), "data": dataclasses.asdict(data),
+                            "checkpoint_every": checkpoint_every})
+        _rundir.write_manifest(out, ["config.json"], complete=False)
+      if plots and writer and _figures.needs_separate_model(prep):
+        separate = _figures.SeparateModel(x, y, config, n_classes)
+      session = _train(config, (x, y), prep.arrays("val", dtype), n_classes, restored, ckpt,
+                       checkpoint_every=checkpoint_every, on_epoch=on_epoch,
+                       stop_after=stop_after, should_stop=should_stop, mesh=mesh)
+    if session.interrupted:
+      raise Interrupted(session.epoch, out)
+    result = session.trainer.result()
+    if mesh is not None:  # replicated global arrays -> host copies for the outputs
+      result.params = jax.device_get(result.params)
+    if not writer:
+      return {}
+    return _outputs.write_outputs(out, config, data, prep, result, session.seconds, plots,
+                                  mesh=None if mesh is None else dict(mesh.shape),
+                                  separate=separate)
+  finally:
+    if separate is not None:  # done already unless the run ended early
+      separate.cancel()
+
+
+def _make_room(out: pathlib.Path, resume: bool, overwrite: bool) -> None:
+  """Check, under the lock, that ``out`` may be written: the run being resumed is the one
+  its files say it is, or an earlier run's files may go (``overwrite``) and are removed."""
+  if resume:
+    _rundir.verify_manifest(out, complete=False, need=("config.json",))
+  elif _rundir.holds_files(out):
+    if not overwrite:  # written by a run that finished while this one loaded its data
+      raise FileExistsError(f"{out} already holds files; choose another --out, continue it "
+                            "with --resume, or pass --overwrite")
+    _rundir.clear(out)  # so that a later --resume cannot find a stale checkpoint
+
+
+def _restore(ckpt, config: TrainConfig, n_features: int, n_classes: int, out) -> Restored:
+  """The newest checkpoint, if it can continue to ``config.epochs``."""
+  restored = ckpt.restore(_loop.init_state(config, n_features, n_classes))
+  done = int(restored.state.epoch)
+  if done > config.epochs:
+    raise ValueError(f"the run in {out} has done {done} epochs already; "
+                     f"--epochs {config.epochs} would not continue it")
+  return restored
+
+
+class _Session(NamedTuple):
+  """What the training of this session did."""
+
+  trainer: _loop.Trainer | None  # None when it stopped before the first epoch began
+  epoch: int  # the epochs done (the checkpoint's, when it stopped before any)
+  interrupted: bool  # stopped by stop_after, should_stop or Ctrl-C
+  seconds: float
+
+
+def _train(config, train, val, n_classes, restored: Restored | None, ckpt, *,
+           checkpoint_every, on_epoch, stop_after, should_stop, mesh) -> _Session:
+  """Train from ``restored`` (or from the start) and checkpoint the last state."""
+  start = time.perf_counter()
+  trainer, interrupted = None, False
+  try:
+    interrupted = should_stop is not None and should_stop()
+    if not interrupted:
+      state, history = restored if restored is not None else (None, [])
+      trainer = _loop.Trainer(*train, config, val=val, n_classes=n_classes, state=state,
+                              history=history, mesh=mesh)
+      interrupted = _train_epochs(trainer, ckpt, checkpoint_every=checkpoint_every,
+                                  on_epoch=on_epoch, stop_after=stop_after,
+                                  should_stop=should_stop)
+  except KeyboardInterrupt:  # Ctrl-C under Python's own handler (the library, not the CLI)
+    interrupted = True
+  seconds = time.perf_counter() - start
+  if trainer is not None:
+    ckpt.finish(trainer.state, trainer.history)
+    return _Session(trainer, trainer.epoch, interrupted, seconds)
+  return _Session(None, 0 if restored is None else int(restored.state.epoch), interrupted,
+                  seconds)
 
 
 def _train_epochs(trainer: _loop.Trainer, ckpt, *, checkpoint_every: int,

@@ -1,4 +1,7 @@
-"""``softmax-jax train`` and ``softmax-jax predict`` end to end."""
+"""``softmax-jax train`` end to end: the run it writes, resuming, every mistake one line.
+
+``predict`` is in test_predict.py, the signals (and a kill) in test_signals.py.
+"""
 
 import json
 import os
@@ -8,8 +11,6 @@ import sys
 import pytest
 
 from softmax_jax.cli import main
-
-pytestmark = pytest.mark.x64
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +44,6 @@ def test_resume_extends_a_run_and_refuses_new_settings(iris_run, tmp_path, capsy
   assert "drop --lr" in capsys.readouterr().err
   assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
   assert "no run there" in capsys.readouterr().err
-
-
-def test_predict(iris_run, tmp_path, capsys):
-  from softmax_jax.train._datasets._builtin import DATA_DIR
-
-  out = tmp_path / "p.csv"
-  assert main(["predict", "--run", str(iris_run), str(DATA_DIR / "iris.csv"),
-               "--out", str(out)]) == 0
-  printed = capsys.readouterr().out
-  assert f"150 predictions written to {out}, accuracy 0.9" in printed
-  assert len(out.read_text().splitlines()) == 151
 
 
 def test_bad_csv_names_file_line_and_column(tmp_path, capsys):
@@ -160,9 +150,10 @@ def test_two_processes_on_one_machine(tmp_path):
   outs = [p.communicate(timeout=240) for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outs
   assert "mesh {'data': 2}" in outs[0][0] and "run directory" not in outs[1][0]  # process 0 reports
-  single = tmp_path / "single"
-  assert _cli("train", "--epochs", "5", "--quiet", "--no-plots", "--out", str(single),
-              cwd=tmp_path).returncode == 0
+  from softmax_jax.train import DataConfig, TrainConfig, train_run
+
+  single = tmp_path / "single"  # the same run in one process (float32 too: x64 is off)
+  train_run(TrainConfig(epochs=5), DataConfig(), single, plots=False)
   a, b = np.load(tmp_path / "mh" / "params.npz"), np.load(single / "params.npz")
   for k in a.files:
     np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
@@ -247,25 +238,17 @@ def test_unusable_out_directories(iris_run, tmp_path, capsys):
   assert f"in use by another run (pid {os.getpid()}" in _one_line_error(capsys)
 
 
-def test_damaged_run_files_name_the_file(iris_run, tmp_path, capsys):
+def test_a_damaged_config_names_the_file(iris_run, tmp_path, capsys):
   import shutil
-
-  from softmax_jax.train._datasets._builtin import DATA_DIR
 
   run = tmp_path / "r"
   shutil.copytree(iris_run, run)
   (run / "config.json").write_text('{"train": {"epochs": 3,}}')
   assert _code(["train", "--resume", str(run), "--quiet"]) == 2
   assert f"{run / 'config.json'}, line 1, column 24: not valid JSON" in _one_line_error(capsys)
-  run = tmp_path / "r2"
-  shutil.copytree(iris_run, run)
-  (run / "model.json").write_text("[]")
-  assert _code(["predict", "--run", str(run), str(DATA_DIR / "iris.csv")]) == 2
-  assert f"{run / 'model.json'} was changed after the run wrote it" in _one_line_error(capsys)
-  assert _code(["predict", "--run", str(tmp_path / "none"), str(DATA_DIR / "iris.csv")]) == 2
-  assert "no such run directory" in _one_line_error(capsys)
 
 
+@pytest.mark.internals
 def test_missing_train_extra_is_reported_before_any_work(tmp_path, monkeypatch, capsys):
   monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
   assert _code(["train", "--out", str(tmp_path / "o"), "--quiet"]) == 2
@@ -277,54 +260,7 @@ def test_missing_train_extra_is_reported_before_any_work(tmp_path, monkeypatch, 
   assert "needs orbax" in _one_line_error(capsys)
 
 
-def _start(tmp_path, *extra):
-  """A long training run in a subprocess; returns it once its first epoch is under way."""
-  import time
-
-  out = tmp_path / "sig"
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.Popen([sys.executable, "-m", "softmax_jax", "train", "--out", str(out),
-                           "--epochs", "1000000", "--checkpoint-every", "100000", "--quiet",
-                           "--no-plots", *extra], env=env, cwd=tmp_path, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  deadline = time.monotonic() + 120
-  while not (out / "manifest.json").exists():  # written just before training starts
-    assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-    time.sleep(0.05)
-  time.sleep(0.5)
-  return proc, out
-
-
-@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
-def test_a_signal_checkpoints_and_prints_the_resume_hint(tmp_path, capsys, sig, code):
-  import re
-  import signal
-
-  proc, out = _start(tmp_path)
-  proc.send_signal(getattr(signal, sig))
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == code, err
-  assert "Traceback" not in err and err.count("\n") == 1, err
-  done = re.search(rf"{sig}: interrupted after epoch (\d+) \(checkpoint written\); continue "
-                   rf"with `softmax-jax train --resume {re.escape(str(out))}`", err)
-  assert done, err
-  epochs = int(done.group(1)) + 1
-  assert main(["train", "--resume", str(out), "--epochs", str(epochs), "--quiet",
-               "--no-plots"]) == 0
-  assert json.loads((out / "metrics.json").read_text())["epochs"] == epochs
-
-
-def test_a_second_signal_stops_at_once(tmp_path):
-  import signal
-
-  proc, out = _start(tmp_path)
-  proc.send_signal(signal.SIGINT)
-  proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == -signal.SIGTERM, err  # killed by it, as the default action does
-  assert "Traceback" not in err
-
-
+@pytest.mark.internals
 def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
   import errno
 
@@ -345,24 +281,3 @@ def test_huge_training_values_are_refused_naming_the_column(tmp_path, capsys):
                                          for i in range(40)))
   assert _code(["train", "--dataset", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
   assert "huge.csv, column 'b': values up to 9e+307 are too large" in _one_line_error(capsys)
-
-
-def test_a_signal_while_the_outputs_are_written_lets_them_finish(tmp_path, monkeypatch, capsys):
-  import signal
-
-  from softmax_jax.train import _outputs
-
-  write = _outputs.write_outputs
-
-  def signalled(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGTERM)  # handled by the command line: noted, not raised
-    return write(*args, **kwargs)
-
-  monkeypatch.setattr(_outputs, "write_outputs", signalled)
-  out = tmp_path / "o"
-  before = signal.getsignal(signal.SIGTERM)
-  assert _code(["train", "--out", str(out), "--quiet", "--no-plots", "--epochs", "2"]) == 143
-  err = capsys.readouterr().err
-  assert f"SIGTERM after the last epoch: the run in {out} is complete" in err
-  assert json.loads((out / "manifest.json").read_text())["complete"]
-  assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back

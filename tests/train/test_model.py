@@ -9,8 +9,6 @@ from jax.test_util import check_grads
 from softmax_jax import model
 from softmax_jax.verify import check_grad
 
-pytestmark = pytest.mark.x64
-
 
 def _problem(rng, hidden, n=24, f=5, c=4):
   params = model.init(jax.random.key(1), f, c, hidden=hidden, dtype=jnp.float64)
@@ -20,6 +18,7 @@ def _problem(rng, hidden, n=24, f=5, c=4):
   return params, x, y
 
 
+@pytest.mark.x64
 @pytest.mark.parametrize("hidden", [0, 6])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("weighted", [False, True])
@@ -36,6 +35,7 @@ def test_analytic_grad_equals_autodiff_and_fd(rng, hidden, reduction, weighted):
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.x64
 def test_analytic_grad_is_the_lecture_formula(rng):
   params, x, y = _problem(rng, 0)
   lam = 0.25
@@ -49,11 +49,13 @@ def test_analytic_grad_is_the_lecture_formula(rng):
   np.testing.assert_allclose(g["b"], (p - t).mean(0), rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.x64
 def test_loss_second_order_derivatives(rng):
   params, x, y = _problem(rng, 3, n=8, f=3, c=3)
   check_grads(lambda p: model.loss(p, x, y, l2=0.1), (params,), order=2, modes=("rev",))
 
 
+@pytest.mark.x64
 def test_loss_value_matches_numpy(rng):
   params, x, y = _problem(rng, 0)
   z = x @ np.asarray(params["W"]) + np.asarray(params["b"])
@@ -63,6 +65,7 @@ def test_loss_value_matches_numpy(rng):
   np.testing.assert_allclose(model.loss(params, x, y, l2=0.1), want, rtol=1e-13)
 
 
+@pytest.mark.x64
 @pytest.mark.parametrize("hidden", [0, 5])
 def test_predictions(rng, hidden):
   params, x, _ = _problem(rng, hidden)
@@ -72,6 +75,7 @@ def test_predictions(rng, hidden):
   assert model.predict(params, x).dtype == jnp.int32
 
 
+@pytest.mark.x64
 def test_bfloat16_compute_close_to_float32(rng):
   params, x, y = _problem(rng, 0)
   p32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
@@ -95,6 +99,7 @@ def test_init():
     model.init(jax.random.key(0), 4, 3, hidden=-1)
 
 
+@pytest.mark.x64
 def test_shape_errors(rng):
   params, x, y = _problem(rng, 0)
   with pytest.raises(ValueError, match=r"x has shape \(24, 3\) but the parameters expect"):
