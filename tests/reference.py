@@ -1,7 +1,10 @@
-"""Float64 NumPy references for the tests: the package's own, plus a PyTorch-style loop."""
+"""Float64 NumPy references for the tests: the package's own, plus a PyTorch-style loop,
+and the materialised linear cross-entropy in jax.numpy (to be differentiated by JAX)."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from softmax_jax.verify._references import (  # noqa: F401  (re-exported for the tests)
@@ -42,6 +45,40 @@ def torch_cross_entropy(logits, labels, weights=None, ignore_index=-100, eps=0.0
   if reduction == "sum":
     return losses.sum()
   return losses.sum() / denom
+
+
+# ---------------------------------------------------------------------------
+# linear_cross_entropy's reference (tests/losses/test_linear*.py)
+# ---------------------------------------------------------------------------
+
+
+def materialised_linear_cross_entropy(h, w, t, *, b=None, ignore_index=None, eps=0.0,
+                                      z_loss=0.0, softcap=None, reduction="mean",
+                                      lse_out=False):
+  """``ξ(t, softmax(h w + b))`` on the materialised logits with PyTorch's semantics, in
+  ``jax.numpy`` so that JAX differentiates it (float64 when the inputs are): K valid
+  (finite) classes, empty rows not counted.  The reference of linear_cross_entropy."""
+  z = h @ w + (0 if b is None else b)
+  if softcap is not None:
+    z = jnp.where(z == -jnp.inf, -jnp.inf, softcap * jnp.tanh(z / softcap))
+  valid = z != -jnp.inf
+  k = valid.sum(-1)
+  nonempty = k > 0
+  lse = jax.nn.logsumexp(jnp.where(nonempty[:, None], z, 0), axis=-1)
+  neg_log_y = lse[:, None] - z
+  is_class = (t >= 0) & (t < w.shape[1])
+  tt = jnp.where(is_class, t, 0)
+  nll = jnp.take_along_axis(neg_log_y, tt[:, None], axis=-1)[:, 0]
+  smooth = eps / jnp.maximum(k, 1) * jnp.sum(jnp.where(valid, neg_log_y, 0), -1)
+  loss = (1 - eps) * nll + smooth + z_loss * lse**2
+  counted = nonempty if ignore_index is None else nonempty & (t != ignore_index)
+  bad = counted & ~(is_class & jnp.take_along_axis(valid, tt[:, None], axis=-1)[:, 0])
+  loss = jnp.where(bad, jnp.nan, jnp.where(counted, loss, 0.0))
+  if reduction == "sum":
+    loss = loss.sum()
+  elif reduction == "mean":
+    loss = loss.sum() / jnp.maximum(counted.sum(), 1)
+  return (loss, jnp.where(counted, lse, 0.0)) if lse_out else loss
 
 
 # ---------------------------------------------------------------------------

@@ -98,7 +98,6 @@ def test_class_weights_forward_mode(rng):
                                                         label_smoothing=0.1)
   naive = lambda w: _naive_int(z, t, class_weights=w, label_smoothing=0.1)  # noqa: E731
   np.testing.assert_allclose(jax.jacfwd(f)(w), jax.grad(naive)(w), rtol=1e-11)
-  np.testing.assert_allclose(jax.hessian(f)(w), jax.hessian(naive)(w), rtol=1e-9, atol=1e-12)
   check_grads(f, (w,), order=2, modes=("fwd", "rev"))
 
 

@@ -155,6 +155,19 @@ def test_hessian_is_softmax_jacobian(rng):
   np.testing.assert_allclose(hvp, jac @ v, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.internals
+def test_reverse_mode_keeps_no_logits_sized_temporary(rng):
+  """Internals (compiled memory): under ``jax.jit`` the gradient of the custom-JVP loss is
+  written in the pass that recomputes ``y``; no further ``[N, C]`` buffer is allocated."""
+  n, c = 512, 1024
+  z = logits(rng, (n, c), jnp.float32)
+  y = jnp.asarray(rng.integers(0, c, n))
+  loss = lambda z: sj.cross_entropy_with_integer_labels(z, y)  # noqa: E731
+  compiled = jax.jit(jax.value_and_grad(loss)).lower(z).compile()
+  temp = compiled.memory_analysis().temp_size_in_bytes
+  assert temp <= 0.05 * n * c * 4, temp
+
+
 # --- numerics ---------------------------------------------------------------------
 
 
