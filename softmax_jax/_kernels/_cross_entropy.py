@@ -105,13 +105,6 @@ def _reduce(out: KernelOutputs, codes, weights, reduction):
   return nx.reduce(out.loss, out.counted * _label_weights(codes, weights), reduction)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
-def _reduced_loss(x, codes, weights, cfg: _LossConfig):
-  """The loss of ``[N, C]`` logits, reduced (a scalar for mean and sum, ``[N]`` for none)."""
-  g = _gradient_prescale(x, codes, weights, cfg.reduction)
-  return _reduce(_kernel_outputs(x, codes, weights, g, cfg.opts), codes, weights, cfg.reduction)
-
-
 def _is_symbolic_zero(t) -> bool:
   return t is None or isinstance(t, jax.custom_derivatives.SymbolicZero)
 
@@ -144,6 +137,13 @@ def _weights_tangent(out: KernelOutputs, x, codes, dw, opts: KernelOpts):
     neg_log_y = jnp.where(valid, out.lse[:, None] - jnp.where(valid, z, 0.0), 0.0)
     per = per + coef * (neg_log_y @ dw)
   return jnp.where(jnp.isnan(out.loss), jnp.nan, out.counted * per)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _reduced_loss(x, codes, weights, cfg: _LossConfig):
+  """The loss of ``[N, C]`` logits, reduced (a scalar for mean and sum, ``[N]`` for none)."""
+  g = _gradient_prescale(x, codes, weights, cfg.reduction)
+  return _reduce(_kernel_outputs(x, codes, weights, g, cfg.opts), codes, weights, cfg.reduction)
 
 
 @functools.partial(_reduced_loss.defjvp, symbolic_zeros=True)

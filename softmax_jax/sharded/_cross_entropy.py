@@ -109,7 +109,8 @@ def cross_entropy_with_integer_labels_local(
     >>> def loss(z, t):
     ...   return sharded.cross_entropy_with_integer_labels_local(z, t, axis_name="model",
     ...                                                          ignore_index=-100)
-    >>> f = jax.shard_map(loss, mesh=mesh, in_specs=(P(None, "model"), P()), out_specs=P())
+    >>> f = jax.jit(jax.shard_map(loss, mesh=mesh, in_specs=(P(None, "model"), P()),
+    ...                           out_specs=P()))
     >>> z = jnp.array([[0.0, 0.0], [3.0, 1.0]], jnp.float32)
     >>> float(f(z, jnp.array([1, -100])))
     0.6931471...

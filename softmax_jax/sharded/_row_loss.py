@@ -40,7 +40,6 @@ class ShardParts(NamedTuple):
   zm: jax.Array  # this device's masked logits [..., C/D]
   stats: nx.RowStats  # of the whole row
   log_s: jax.Array
-  labels: nx.LabelInfo
   is_t: jax.Array  # [..., C/D]: the label's class is this entry
   local_t: jax.Array  # the label's index on this device (clipped)
   here: jax.Array  # the label's class is on this device
@@ -90,8 +89,8 @@ def _shard_parts(z, code, weights, where, axis_name, eps) -> ShardParts:
   shifted_t = sums["z_t"] - st.m
   counted = nx.nonempty(st) & ~lab.ignored
   bad = counted & ~(lab.is_class & (shifted_t != -jnp.inf))
-  return ShardParts(zm, st, nx.log_normaliser(st), lab, is_t, local, here, shifted_t, w_t,
-                    smooth, sums.get("wsum"), sums.get("wz"), counted, bad)
+  return ShardParts(zm, st, nx.log_normaliser(st), is_t, local, here, shifted_t, w_t, smooth,
+                    sums.get("wsum"), sums.get("wz"), counted, bad)
 
 
 def _lse(p: ShardParts):

@@ -60,8 +60,9 @@ def softmax_local(x: ArrayLike, *, axis_name: str, where: ArrayLike | None = Non
     >>> from jax.sharding import Mesh, PartitionSpec as P
     >>> from softmax_jax import sharded
     >>> mesh = Mesh(np.array(jax.devices()[:1]), ("model",))
-    >>> f = jax.shard_map(lambda z: sharded.softmax_local(z, axis_name="model"), mesh=mesh,
-    ...                   in_specs=P(None, "model"), out_specs=P(None, "model"))
+    >>> f = jax.jit(jax.shard_map(lambda z: sharded.softmax_local(z, axis_name="model"),
+    ...                           mesh=mesh, in_specs=P(None, "model"),
+    ...                           out_specs=P(None, "model")))
     >>> f(jnp.array([[0.0, 0.0], [-jnp.inf, -jnp.inf]], jnp.float32))
     Array([[0.5, 0.5],
            [0. , 0. ]], dtype=float32)

@@ -54,16 +54,27 @@ OPTIONS = [
 TILES = [(33, 16384), (300, 128)]  # (classes, max_tile): one tile, three tiles
 
 
+def _value_and_grads(f, reduction):
+  """``((Σ ℓ, ℓ), (∂Σℓ/∂z, ∂Σℓ/∂w))`` of ``ℓ = f(z, w, reduction)`` in one jitted program
+  (jitted: eager dispatch of the transformed functions is what makes these tests slow)."""
+  def summed(z, w):
+    out = f(z, w, reduction)
+    return jnp.sum(out), out
+
+  return jax.jit(jax.value_and_grad(summed, (0, 1), has_aux=True))
+
+
 def _kernel_kw(kw):
   """The public options as :func:`_cross_entropy.cross_entropy` names them."""
   return dict(eps=kw.get("label_smoothing", 0.0), z_loss=kw.get("z_loss", 0.0),
               softcap=kw.get("logit_softcap"), ignore_index=kw.get("ignore_index"))
 
 
-@pytest.mark.parametrize("opts,c,max_tile", _cases(
-    [(o, *tl) for o, tl in itertools.product(OPTIONS, TILES)],
-    [(o, *TILES[i % 2]) for i, o in enumerate(OPTIONS)]))
-def test_every_option_matches_the_xla_path(masked_logits, rng, opts, c, max_tile):
+@pytest.mark.parametrize("opts,c,max_tile,reduction", _cases(
+    [(o, *tl, r) for o, tl, r in itertools.product(OPTIONS, TILES, ["mean", "none"])],
+    [(o, *TILES[i % 2], ["mean", "none"][i % 2]) for i, o in enumerate(OPTIONS)]
+    + [(OPTIONS[-1], *TILES[0], "mean")]))
+def test_every_option_matches_the_xla_path(masked_logits, rng, opts, c, max_tile, reduction):
   x = masked_logits((9, c))  # with an empty row and a half-masked one
   t = jnp.asarray(rng.integers(0, c, 9)).at[1].set(c - 1).at[3].set(2).at[4].set(2)
   w = jnp.asarray(rng.random(c) + 0.5, jnp.float32)
@@ -74,19 +85,14 @@ def test_every_option_matches_the_xla_path(masked_logits, rng, opts, c, max_tile
     return _cross_entropy.cross_entropy(z, t, reduction, weights=w if weighted else None,
                                         max_tile=max_tile, **_kernel_kw(kw))
 
-  def xla(z, w, reduction, labels=t):
-    return _xla(z, labels, reduction, class_weights=w if weighted else None, **kw)
+  def xla(z, w, reduction):
+    return _xla(z, t, reduction, class_weights=w if weighted else None, **kw)
 
-  for reduction in ("mean", "none"):
-    np.testing.assert_allclose(pallas(x, w, reduction), xla(x, w, reduction), rtol=3e-6,
-                               atol=3e-6)
-    gp = jax.jit(jax.grad(lambda z, w, r=reduction: jnp.sum(pallas(z, w, r)), (0, 1)))(x, w)
-    gx = jax.jit(jax.grad(lambda z, r=reduction: jnp.sum(xla(z, w, r))))(x)
-    np.testing.assert_allclose(gp[0], gx, atol=3e-7, err_msg=reduction)
-    # the weights' gradient against the XLA path's on the rows that count (the empty
-    # row 0 contributes nothing to either)
-    gw = jax.jit(jax.grad(lambda w, r=reduction: jnp.sum(xla(x[1:], w, r, t[1:]))))(w)
-    np.testing.assert_allclose(gp[1], gw, rtol=3e-5, atol=3e-6, err_msg=reduction)
+  (_, got), (gz, gw) = _value_and_grads(pallas, reduction)(x, w)
+  (_, want), (hz, hw) = _value_and_grads(xla, reduction)(x, w)
+  np.testing.assert_allclose(got, want, rtol=3e-6, atol=3e-6)
+  np.testing.assert_allclose(gz, hz, atol=3e-7)
+  np.testing.assert_allclose(gw, hw, rtol=3e-5, atol=3e-6)
 
 
 @pytest.mark.parametrize("max_tile", [16384, 16])
@@ -103,14 +109,15 @@ def test_all_neg_inf_rows_and_bad_labels(rng, max_tile):
   assert per[0] == 0 and np.all(g[0] == 0)
   assert np.isnan(per[1:4]).all() and np.isnan(g[1:4]).all()
   np.testing.assert_allclose(per[4:], _xla(x[4:], t[4:], "none"), rtol=2e-6)
-  np.testing.assert_allclose(g[4:], jax.grad(lambda z: _xla(z, t[4:], "sum"))(x[4:]),
+  np.testing.assert_allclose(g[4:], jax.jit(jax.grad(lambda z: _xla(z, t[4:], "sum")))(x[4:]),
                              atol=2e-7)
   np.testing.assert_array_equal(np.isnan(per), np.isnan(_xla(x, t, "none")))
   # nothing counts: the mean is 0 with a zero gradient
   empty = jnp.full((3, c), -jnp.inf, jnp.float32)
   t3 = jnp.asarray([1, 2, 3])
   assert _cross_entropy.cross_entropy(empty, t3, "mean") == 0
-  assert not np.any(jax.grad(lambda z: _cross_entropy.cross_entropy(z, t3, "mean"))(empty))
+  assert not np.any(jax.jit(jax.grad(lambda z: _cross_entropy.cross_entropy(z, t3, "mean")))(
+      empty))
 
 
 @pytest.mark.parametrize("dtype,labels,ignore,expect", [
@@ -205,13 +212,14 @@ def test_forward_mode_jvp_jacfwd_linearize(rng, opts, reduction):
   out, tan = jvp(pallas, (x, w), (v, vw))
   want, want_tan = jvp(naive, (x, w), (v, vw))
   np.testing.assert_allclose(out, want, rtol=2e-6)
-  np.testing.assert_allclose(out, xla(x, w), rtol=2e-6)
+  np.testing.assert_allclose(out, jax.jit(xla)(x, w), rtol=2e-6)
   np.testing.assert_allclose(tan, want_tan, rtol=2e-5, atol=2e-6)
   np.testing.assert_allclose(tan, jvp(xla, (x, w), (v, vw))[1], rtol=2e-5, atol=2e-6)
-  _, lin = jax.linearize(pallas, x, w)
-  np.testing.assert_allclose(lin(v, vw), tan, rtol=1e-6, atol=1e-7)
+  linearized = jax.jit(lambda x, w, v, vw: jax.linearize(pallas, x, w)[1](v, vw))
+  np.testing.assert_allclose(linearized(x, w, v, vw), tan, rtol=1e-6, atol=1e-7)
   h = 1e-2  # central differences in float32
-  fd = (pallas(x + h * v, w + h * vw) - pallas(x - h * v, w - h * vw)) / (2 * h)
+  fd = (jax.jit(lambda h: pallas(x + h * v, w + h * vw) - pallas(x - h * v, w - h * vw))(h)
+        / (2 * h))
   np.testing.assert_allclose(tan, fd, rtol=2e-3, atol=2e-4)
   chex.assert_trees_all_close(jax.jit(jax.jacfwd(pallas, (0, 1)))(x, w),
                               jax.jit(jax.jacrev(xla, (0, 1)))(x, w), rtol=3e-5, atol=3e-7)
@@ -251,7 +259,8 @@ def test_second_order_with_every_option(rng, opts, reduction):
   np.testing.assert_allclose(grad_of_grad(pallas), grad_of_grad(naive), rtol=1e-4, atol=2e-6)
 
 
-@pytest.mark.parametrize("opts", [{}, {"class_weights": True, "label_smoothing": 0.1}])
+@pytest.mark.parametrize("opts", [{"class_weights": True, "label_smoothing": 0.1}]
+                         + ([{}] if FULL_MATRIX else []))
 def test_donating_the_logits_changes_no_result(masked_logits, rng, opts):
   x = masked_logits((6, 40))
   x_before = np.asarray(x).copy()
@@ -270,8 +279,9 @@ def test_donating_the_logits_changes_no_result(masked_logits, rng, opts):
   np.testing.assert_array_equal(np.asarray(x), x_before)
   # and forward mode with donation
   v = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
-  np.testing.assert_array_equal(jax.jvp(lambda z: loss(z, w, True), (x,), (v,))[1],
-                                jax.jvp(lambda z: loss(z, w, False), (x,), (v,))[1])
+  jvp = jax.jit(lambda z, v, d: jax.jvp(lambda z: loss(z, w, d), (z,), (v,))[1],
+                static_argnums=2)
+  np.testing.assert_array_equal(jvp(x, v, True), jvp(x, v, False))
 
 
 def test_donate_logits_must_be_a_bool(rng):
@@ -280,8 +290,9 @@ def test_donate_logits_must_be_a_bool(rng):
     sj.cross_entropy_with_integer_labels(x, jnp.zeros(4, jnp.int32), donate_logits="yes")
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
-@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype,weighted", _cases(
+    list(itertools.product([jnp.float32, jnp.bfloat16, jnp.float16], [False, True])),
+    [(jnp.float32, True), (jnp.bfloat16, False), (jnp.float16, True)]))
 def test_kernel_gradient_prescaled_by_the_expected_cotangent(rng, dtype, weighted):
   """The kernel writes the gradient divided by the mean's predicted denominator; other
   cotangents (a scaled loss, a row the prediction missed, reduction="none") are

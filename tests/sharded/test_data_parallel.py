@@ -17,9 +17,9 @@ def iris():
 
 
 @pytest.mark.parametrize("cfg", [
-    TrainConfig(epochs=6, batch_size=32),
-    TrainConfig(epochs=6, batch_size=None, optimizer="lbfgs"),  # 150 rows padded to 152
-    TrainConfig(epochs=4, batch_size=16, hidden=8, optimizer="momentum"),
+    TrainConfig(epochs=2, batch_size=32),
+    TrainConfig(epochs=3, batch_size=None, optimizer="lbfgs"),  # 150 rows padded to 152
+    TrainConfig(epochs=2, batch_size=16, hidden=8, optimizer="momentum"),
 ])
 def test_data_parallel_training_equals_single_device(iris, data_mesh8, cfg):
   x, y = iris

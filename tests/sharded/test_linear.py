@@ -22,9 +22,10 @@ def test_value_and_gradients(mesh8, mesh2x4, rng):
   for mesh, batch_axis in ((mesh8, None), (mesh2x4, "data")):
     f = lambda h, w, b, mesh=mesh, ax=batch_axis: sharded.linear_cross_entropy(  # noqa: E731
         h, w, t, mesh, bias=b, batch_axis=ax)
-    np.testing.assert_allclose(f(h, w, b), ref(h, w, b), rtol=1e-14)
-    chex.assert_trees_all_close(jax.jit(jax.grad(f, (0, 1, 2)))(h, w, b),
-                                jax.grad(ref, (0, 1, 2))(h, w, b), rtol=1e-12, atol=1e-15)
+    (got, grad), (want, want_grad) = (jax.jit(jax.value_and_grad(k, (0, 1, 2)))(h, w, b)
+                                      for k in (f, ref))
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+    chex.assert_trees_all_close(grad, want_grad, rtol=1e-12, atol=1e-15)
 
 
 def test_options(mesh2x4, rng):
@@ -43,13 +44,12 @@ def test_options(mesh2x4, rng):
   f = lambda h, w, cw: sharded.linear_cross_entropy(h, w, ok, mesh2x4, batch_axis="data",  # noqa: E731
                                                     class_weights=cw, **kw)
   g = lambda h, w, cw: sj.cross_entropy_with_integer_labels(h @ w, ok, class_weights=cw, **kw)  # noqa: E731
-  chex.assert_trees_all_close(f(h, w, cw), g(h, w, cw), rtol=1e-13)
-  chex.assert_trees_all_close(jax.jit(jax.grad(f, (0, 1, 2)))(h, w, cw),
-                              jax.grad(g, (0, 1, 2))(h, w, cw), rtol=1e-12, atol=1e-14)
-  jvp = jax.jit(jax.jvp, static_argnums=0)
-  chex.assert_trees_all_close(jvp(lambda h: f(h, w, cw), (h,), (h,)),
-                              jax.jvp(lambda h: g(h, w, cw), (h,), (h,)), rtol=1e-12,
-                              atol=1e-14)
+  (got, grad), (want, want_grad) = (jax.jit(jax.value_and_grad(k, (0, 1, 2)))(h, w, cw)
+                                    for k in (f, g))
+  chex.assert_trees_all_close(got, want, rtol=1e-13)
+  chex.assert_trees_all_close(grad, want_grad, rtol=1e-12, atol=1e-14)
+  jvp = jax.jit(lambda k, h: jax.jvp(lambda h: k(h, w, cw), (h,), (h,)), static_argnums=0)
+  chex.assert_trees_all_close(jvp(f, h), jvp(g, h), rtol=1e-12, atol=1e-14)
 
 
 def test_errors(mesh8, rng):
