@@ -124,7 +124,8 @@ def add_parsers(sub) -> None:
   g.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its checkpoint")
   g.add_argument("--overwrite", action="store_true", help="allow --out to hold files")
   g.add_argument("--checkpoint-every", type=integer(1),
-                 help="epochs between checkpoints (default 10)")
+                 help="epochs between checkpoints (default 10; written in the background, "
+                      "at most one every 5 seconds, and at the end)")
   g.add_argument("--device", choices=("cpu", "gpu", "tpu"), help="JAX platform to use")
   g = train.add_argument_group("devices and hosts")
   g.add_argument("--mesh", help="data-parallel mesh, e.g. data=8 (data=-1: every device)")

@@ -10,13 +10,17 @@ files is refused with a :class:`CheckpointError`, never half-loaded.
 Checkpoints are written in the background (orbax's asynchronous checkpointing)
 into a temporary folder that orbax renames into place once every file is written,
 so a process killed mid-write leaves no checkpoint that a resume would take.
-A write costs about ten milliseconds of the training thread and a hundred in the
-background whatever the size of the state, far more than an epoch of a small
-model, so writes are paced: at most one is under way, and one starts at most every
-``min_interval`` seconds (default 1).  A checkpoint that falls due sooner waits,
-and a later one replaces it; :meth:`Checkpointer.finish` writes the last state
-and waits for it.  A kill loses at most about a second and ``checkpoint_every``
-epochs of work.
+A write takes a tenth of a second or more whatever the size of the state (longer
+while a busy training loop holds Python's interpreter lock), far more than an
+epoch of a small model, and slows a training loop that runs Python between short
+compiled calls by more than its own duration (its threads contend for the
+interpreter lock), so writes are paced: at most one is under way, and the next
+starts no sooner than ``min_interval`` seconds (default 5) and nine times the last
+write's duration after it ended.  A checkpoint that falls due sooner waits, and a
+later one replaces it; :meth:`Checkpointer.finish` writes the last state and waits
+for it.  A kill loses the epochs since the last checkpoint
+written: ``checkpoint_every`` epochs, or about ``min_interval`` seconds' worth when
+epochs are fast.
 
 orbax is imported here only; ``import softmax_jax`` does not load it.
 """
@@ -88,6 +92,21 @@ def _no_interrupt():
     previous(*caught[0])
 
 
+@contextlib.contextmanager
+def _writing(directory):
+  """Ctrl-C held back (see :func:`_no_interrupt`), and a failed write as a
+  :class:`CheckpointError` naming the folder (an ``OSError``, a fault of the machine
+  such as a full disk, stays one)."""
+  with _no_interrupt():
+    try:
+      yield
+    except OSError:
+      raise
+    except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many types
+      raise CheckpointError(f"cannot write a checkpoint in {directory} "
+                            f"({error_line(e, 300)})") from e
+
+
 class _QuietOrbax(logging.Filter):
   """Drops orbax's INFO and DEBUG records (a dozen per checkpoint), keeps its warnings.
 
@@ -110,6 +129,9 @@ def _ocp():
   return ocp
 
 
+_PACE = 9  # a write's duration times this must pass before the next one starts
+
+
 class _Due(NamedTuple):
   """A checkpoint waiting for the one being written."""
 
@@ -128,19 +150,20 @@ class Checkpointer:
     fingerprint: JSON-able description of the run (configuration and data);
       a checkpoint restores only into a run with the same fingerprint.
     keep: how many of the latest checkpoints to keep.
-    min_interval: the least time in seconds from the start of one write to the
-      start of the next (but for :meth:`finish`).
+    min_interval: the least time in seconds from the end of one write to the start
+      of the next (but for :meth:`finish`).
   """
 
   def __init__(self, directory, fingerprint: dict, *, keep: int = 2,
-               min_interval: float = 1.0):
+               min_interval: float = 5.0):
     ocp = _ocp()
     self.directory = pathlib.Path(directory).absolute()
     self.fingerprint = fingerprint
     self.min_interval = min_interval
     self._ocp = ocp
     self._due: _Due | None = None
-    self._last_start = -math.inf
+    self._writing_since: float | None = None  # when the write under way started
+    self._next_write = -math.inf  # the earliest start of the next one
     self._quiet = _QuietOrbax()
     logging.getLogger("absl").addFilter(self._quiet)
     try:
@@ -169,9 +192,9 @@ class Checkpointer:
     """Start writing ``state`` (and ``history``, the rows up to it) as its epoch's checkpoint.
 
     Returns once orbax has the host copy; the files are written in the background.
-    While an earlier checkpoint is still being written, or one was started less
-    than ``min_interval`` seconds ago, ``state`` waits (replacing any that waited
-    before) and :meth:`poll` writes it later, or :meth:`finish` a later state.
+    While an earlier checkpoint is still being written, or its time has not come
+    (see the module's notes), ``state`` waits (replacing any that waited before)
+    and :meth:`poll` writes it later, or :meth:`finish` a later state.
     A state no newer than the newest checkpoint is ignored.
     """
     epoch = int(state.epoch)
@@ -181,9 +204,15 @@ class Checkpointer:
     self.poll()
 
   def poll(self) -> None:
-    """Start the checkpoint that waits, if there is one and its time has come."""
-    if (self._due is not None and time.monotonic() - self._last_start >= self.min_interval
-        and not self._manager.is_saving_in_progress()):
+    """Start the checkpoint that waits, if there is one and its time has come.  Cheap:
+    called after every epoch."""
+    now = time.monotonic()
+    if self._writing_since is not None:
+      if self._manager.is_saving_in_progress():
+        return
+      took, self._writing_since = now - self._writing_since, None
+      self._next_write = now + max(self.min_interval, _PACE * took)
+    if self._due is not None and now >= self._next_write:
       due, self._due = self._due, None
       self._start(due)
 
@@ -191,22 +220,22 @@ class Checkpointer:
     """Make sure ``state`` is checkpointed: wait for the write under way, write ``state``
     unless a checkpoint of its epoch exists, and wait for that too."""
     epoch = int(state.epoch)
-    with _no_interrupt():
+    with _writing(self.directory):
       self._manager.wait_until_finished()
     self._due = None  # an older state than this one
     if (self.latest_epoch() or 0) < epoch:
       self._start(_Due(state, list(history[:epoch])))
-      with _no_interrupt():
+      with _writing(self.directory):
         self._manager.wait_until_finished()
 
   def _start(self, due: _Due) -> None:
-    self._last_start = time.monotonic()
+    self._writing_since = time.monotonic()
     host_state = jax.device_get(due.state)
     epoch = int(host_state.epoch)
     meta = {"epoch": epoch, "fingerprint": self.fingerprint, "history": due.history,
             "digest": digest(host_state), "history_sha256": _history_digest(due.history)}
     args = self._ocp.args
-    with _no_interrupt():
+    with _writing(self.directory):
       self._manager.save(epoch, args=args.Composite(state=args.StandardSave(host_state),
                                                     meta=args.JsonSave(meta)), force=True)
 
@@ -257,7 +286,7 @@ class Checkpointer:
   def close(self) -> None:
     """Wait for the write under way (a checkpoint still waiting is dropped) and close."""
     try:
-      with _no_interrupt():
+      with _writing(self.directory):
         self._manager.close()
     finally:
       logging.getLogger("absl").removeFilter(self._quiet)

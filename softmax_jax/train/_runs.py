@@ -157,8 +157,8 @@ def train_run(config: TrainConfig, data: DataConfig, out, *, checkpoint_every: i
     data: the data configuration.
     out: the run directory.
     checkpoint_every: checkpoint every this many epochs, and at the end.  Checkpoints
-      are written in the background, one at a time: one that falls due while the
-      previous one is still being written waits for it, and a later one replaces it.
+      are written in the background, one at a time and at most one every 5 seconds:
+      one that falls due sooner waits, and a later one replaces it.
     resume: continue from the newest checkpoint in ``out`` (which must have
       been written with the same configuration and data).
     overwrite: allow ``out`` to hold files already (without ``resume``).

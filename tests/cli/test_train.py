@@ -17,15 +17,15 @@ from softmax_jax.cli import main
 def iris_run(tmp_path_factory):
   out = tmp_path_factory.mktemp("cli") / "iris"
   code = main(["train", "--out", str(out), "--epochs", "40", "--lr", "0.05", "--quiet",
-               "--checkpoint-every", "15"])
+               "--checkpoint-every", "15", "--no-plots"])
   assert code == 0
   return out
 
 
 def test_train_writes_a_complete_run(iris_run, capsys):
-  for name in ("config.json", "model.json", "params.npz", "metrics.json", "history.csv",
-               "curves.png", "confusion_matrix.png", "decision_regions.png"):
+  for name in ("config.json", "model.json", "params.npz", "metrics.json", "history.csv"):
     assert (iris_run / name).stat().st_size > 0, name
+  assert not (iris_run / "curves.png").exists()  # --no-plots
   metrics = json.loads((iris_run / "metrics.json").read_text())
   assert metrics["epochs"] == 40 and metrics["test"]["accuracy"] >= 0.85
   ckpts = sorted(int(p.name) for p in (iris_run / "checkpoints").iterdir())
@@ -85,6 +85,10 @@ def test_default_train_from_the_command_line(tmp_path):
   assert len(runs) == 1 and runs[0].name.startswith("iris-")
   metrics = json.loads((runs[0] / "metrics.json").read_text())
   assert metrics["epochs"] == 200 and metrics["test"]["accuracy"] >= 0.85
+  for name in ("curves.png", "confusion_matrix.png", "decision_regions.png"):
+    assert (runs[0] / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+  manifest = json.loads((runs[0] / "manifest.json").read_text())
+  assert manifest["complete"] and "decision_regions.png" in manifest["files"]
   assert "test" in proc.stdout and "backend cpu" in proc.stdout
   assert "epoch" in proc.stderr  # the progress bar
 

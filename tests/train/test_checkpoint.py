@@ -44,18 +44,20 @@ def test_writes_are_paced_and_finish_writes_the_last_state(tmp_path):
                                                   STATE.params.values(), strict=True))
 
 
-@pytest.mark.internals
 def test_a_checkpoint_that_waited_is_written_once_its_time_comes(tmp_path):
+  """The next write waits at least nine times the last one's duration after it ended."""
   import time
 
   history = _rows(4)
-  with Checkpointer(tmp_path / "c", {"run": 1}, min_interval=0.2) as ckpt:
+  with Checkpointer(tmp_path / "c", {"run": 1}, min_interval=0) as ckpt:
     ckpt.save(_at(2), history)
-    ckpt.save(_at(4), history)  # within the interval: waits
-    time.sleep(0.25)
-    ckpt._manager.wait_until_finished()  # the first write is done
-    ckpt.poll()  # so the one that waited starts
-    assert ckpt.latest_epoch() == 4
+    ckpt.save(_at(4), history)  # the first write is under way or just done: waits
+    assert ckpt.latest_epoch() == 2
+    deadline = time.monotonic() + 60
+    while ckpt.latest_epoch() != 4:  # polled, as after every epoch, until its time comes
+      assert time.monotonic() < deadline
+      time.sleep(0.02)
+      ckpt.poll()
     ckpt.finish(_at(4), history)  # already checkpointed: nothing more is written
     ckpt.save(_at(3), history)  # older than the newest checkpoint: ignored
   assert _folders(tmp_path / "c") == [2, 4]
@@ -138,3 +140,22 @@ def test_ctrl_c_waits_for_the_checkpoint_write(handler):
     assert signal.getsignal(signal.SIGINT) is before  # an ignored Ctrl-C stays ignored
   finally:
     signal.signal(signal.SIGINT, saved)
+
+
+@pytest.mark.internals
+def test_a_failed_write_is_a_checkpoint_error_and_a_machine_fault_stays_one(tmp_path):
+  import errno
+
+  def fail(error):
+    def save(*args, **kwargs):
+      raise error
+    return save
+
+  with Checkpointer(tmp_path / "c", {}) as ckpt:
+    ckpt._manager.save = fail(RuntimeError("tensorstore: boom"))
+    with pytest.raises(CheckpointError, match=r"cannot write a checkpoint in .*c \(RuntimeError: "
+                                              "tensorstore: boom\\)"):
+      ckpt.save(_at(1), _rows(1))
+    ckpt._manager.save = fail(OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(OSError, match="No space left"):
+      ckpt.finish(_at(2), _rows(2))

@@ -46,7 +46,7 @@ def test_full_batch_sgd_is_the_lecture_update(iris):
 
 @pytest.mark.x64
 @pytest.mark.parametrize("optimizer,batch,hidden", [("adam", 16, 5), ("momentum", 32, 0),
-                                                    ("lbfgs", None, 5)])
+                                                    ("lbfgs", None, 0)])
 def test_analytic_and_autodiff_give_the_same_trajectory(iris, optimizer, batch, hidden):
   x, y = iris
   cfg = TrainConfig(optimizer=optimizer, batch_size=batch, epochs=6, dtype="float64",
@@ -59,14 +59,19 @@ def test_analytic_and_autodiff_give_the_same_trajectory(iris, optimizer, batch, 
                              [r["train_loss"] for r in b.history], rtol=1e-10)
 
 
-def test_same_seed_is_bit_identical_and_seeds_differ(iris):
+def test_seeds_differ_and_a_seed_fixes_the_run(iris):
+  """Two runs of one seed are bit-identical (test_runs resumes a run to the bit, which
+  needs exactly that); another seed gives another initialisation and shuffle."""
   x, y = iris
-  cfg = TrainConfig(epochs=5, batch_size=16, hidden=4)
-  a, b = fit(x, y, cfg), fit(x, y, cfg)
-  c = fit(x, y, TrainConfig(epochs=5, batch_size=16, hidden=4, seed=1))
-  for p, q in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
-    assert np.array_equal(p, q)
+  a = fit(x, y, TrainConfig(epochs=3, batch_size=16, hidden=4))
+  c = fit(x, y, TrainConfig(epochs=3, batch_size=16, hidden=4, seed=1))
   assert not np.array_equal(a.params["W"], c.params["W"])
+  assert not np.array_equal(a.params["hidden"]["W"], c.params["hidden"]["W"])
+  b = Trainer(x, y, TrainConfig(epochs=3, batch_size=16, hidden=4))
+  while not b.done:
+    b.step()
+  for p, q in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.result().params), strict=True):
+    assert np.array_equal(p, q)
   np.testing.assert_equal(a.history, b.history)  # NaN (no validation set) equals NaN here
 
 

@@ -49,19 +49,26 @@ def test_outputs(full_run, run_config):
   assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]  # renamed into place
 
 
+@pytest.fixture(scope="module")
+def interrupted_run(run_config, tmp_path_factory):
+  """The run of ``full_run`` stopped after epoch 7."""
+  out = tmp_path_factory.mktemp("runs") / "interrupted"
+  with pytest.raises(Interrupted, match="after epoch 7"):
+    train_run(*run_config, out, checkpoint_every=5, plots=False, stop_after=7)
+  return out
+
+
 @pytest.mark.parametrize("drop_interrupt_checkpoint", [False, True])
-def test_interrupted_run_resumes_bit_identical(full_run, run_config, tmp_path,
+def test_interrupted_run_resumes_bit_identical(full_run, interrupted_run, run_config, tmp_path,
                                                drop_interrupt_checkpoint):
   reference, metrics = full_run
-  cfg, data = run_config
   out = tmp_path / "run"
-  with pytest.raises(Interrupted, match="after epoch 7"):
-    train_run(cfg, data, out, checkpoint_every=5, plots=False, stop_after=7)
+  shutil.copytree(interrupted_run, out)
   ckpts = sorted(int(p.name) for p in (out / "checkpoints").iterdir())
   assert ckpts == [5, 7]  # the periodic one and the one written on interruption
   if drop_interrupt_checkpoint:
     shutil.rmtree(out / "checkpoints" / "7")  # resume from epoch 5 instead
-  resumed = train_run(cfg, data, out, checkpoint_every=5, plots=False, resume=True)
+  resumed = train_run(*run_config, out, checkpoint_every=5, plots=False, resume=True)
   assert _same(out, reference)
   assert (out / "history.csv").read_text() == (reference / "history.csv").read_text()
   for part in ("train", "val", "test"):
