@@ -6,17 +6,64 @@ and ``predict`` are in ``_verify.py``, ``_bench.py`` and ``_train.py``.  The mod
 this folder import only the standard library at the top (JAX, NumPy and the numerical
 modules inside the functions that run a command), so that ``--help`` and argument errors
 do no numerical work.
+
+A SIGINT or SIGTERM that comes before a command has its own handling (``train``
+checkpoints on one) ends the process with one line and exit code 130 or 143, never a
+traceback: ``main`` installs a handler before anything heavy is imported.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 
 from softmax_jax.cli import _bench, _demo, _parsing, _verify
 from softmax_jax.cli._train import add_parsers as add_train_parsers
 
 
+def _command(argv: list[str] | None) -> str:
+  words = sys.argv[1:] if argv is None else argv
+  command = next((a for a in words if not a.startswith("-")), None)
+  return f"softmax-jax {command}" if command else "softmax-jax"
+
+
+def _stop_at_once(where: str):
+  """A handler that ends the process with one line and 128 + the signal's number.
+
+  It does not raise: an exception raised while JAX's C++ extension initialises comes
+  out as an ``ImportError`` with a traceback.  Before a command installs its own
+  handling nothing has been written, so there is nothing to clean up.
+  """
+  def handle(signum, frame):
+    for stream in (sys.stdout, sys.stderr):
+      with contextlib.suppress(Exception):
+        stream.flush()
+    os.write(2, f"\n{where}: stopped by {signal.Signals(signum).name}\n".encode())
+    os._exit(128 + signum)
+  return handle
+
+
 def main(argv: list[str] | None = None) -> int:
+  where = _command(argv)
+  previous = {}
+  for sig, default in ((signal.SIGINT, signal.default_int_handler),
+                       (signal.SIGTERM, signal.SIG_DFL)):
+    with contextlib.suppress(ValueError):  # not the main thread: leave them be
+      if signal.getsignal(sig) is default:  # a signal the caller ignores stays ignored
+        previous[sig] = signal.signal(sig, _stop_at_once(where))
+  try:
+    return _dispatch(argv)
+  except KeyboardInterrupt:  # SIGINT where the handler could not be installed
+    print(f"{where}: stopped by SIGINT", file=sys.stderr)
+    return 128 + signal.SIGINT
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+
+
+def _dispatch(argv: list[str] | None) -> int:
   parser = _parsing.Parser(
       prog="softmax-jax",
       description="Softmax, its analytic Jacobian and cross-entropy in JAX.",

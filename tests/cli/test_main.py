@@ -7,6 +7,7 @@ These run with x64 off, as a user's process does: ``demo`` turns float64 on for 
 
 import ast
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -128,3 +129,51 @@ def test_verify_refuses_bad_arguments_before_any_work(capsys, args, names):
   assert exit_info.value.code == 2
   err = capsys.readouterr().err
   assert names in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def _wait_until_handled(proc, sig, timeout=60.0):
+  """Waits until ``proc`` has a handler for ``sig`` (Linux: the SigCgt mask in /proc)."""
+  import time
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    try:
+      status = pathlib.Path(f"/proc/{proc.pid}/status").read_text()
+    except FileNotFoundError:
+      return
+    caught = int(next(line.split()[1] for line in status.splitlines()
+                      if line.startswith("SigCgt:")), 16)
+    if caught >> (sig - 1) & 1 and proc.poll() is None:
+      return
+    time.sleep(0.005)
+  pytest.fail(f"the process never handled signal {sig}")
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/status").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("argv,sig,code", [
+    (["verify", "--quick"], signal.SIGINT, 130),
+    (["bench", "--shapes", "64x16", "--repeats", "2"], signal.SIGTERM, 143),
+    (["demo"], signal.SIGINT, 130),
+])
+def test_a_signal_while_a_command_starts_is_one_line_and_128_plus_its_number(argv, sig, code):
+  # Sent as soon as the command line has its handlers, i.e. while JAX is being imported.
+  proc = subprocess.Popen([sys.executable, "-m", "softmax_jax", *argv], text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  _wait_until_handled(proc, signal.SIGTERM)
+  proc.send_signal(sig)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == code, err
+  assert "Traceback" not in err + out
+  assert err.strip().splitlines()[-1] == f"softmax-jax {argv[0]}: stopped by {sig.name}"
+
+
+def test_the_start_up_handlers_leave_an_ignored_signal_ignored_and_are_removed_after():
+  from softmax_jax.cli import _main
+  before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  try:
+    with pytest.raises(SystemExit):
+      _main.main(["verify", "--scales", "abc"])  # a bad argument: argparse exits with 2
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+  finally:
+    signal.signal(signal.SIGTERM, before)
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
