@@ -30,7 +30,7 @@ from jax.typing import ArrayLike
 
 from softmax_jax import _arguments
 from softmax_jax._softmax import softmax
-from softmax_jax.losses._cross_entropy import cross_entropy_with_integer_labels
+from softmax_jax.losses import cross_entropy_with_integer_labels
 
 Params = dict
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from softmax_jax._jacobian import softmax_jacobian, softmax_jvp, softmax_vjp
 from softmax_jax._softmax import log_softmax, logsumexp, sigmoid, sigmoid_derivative, softmax
-from softmax_jax.losses._cross_entropy import (
+from softmax_jax.losses import (
   binary_cross_entropy,
   cross_entropy,
   cross_entropy_grad,
