@@ -23,6 +23,7 @@ def _auto(x, t):
                          xla=lambda: _xla(x, t))
 
 
+@pytest.mark.internals
 def test_auto_dispatch_follows_the_platform_of_the_export(cuda_module):
   """``jax.export`` of ``value_and_grad`` traced on this CPU host: the CUDA program holds
   the Triton kernel and none of the XLA path (no exponential outside the kernel, no
@@ -40,6 +41,7 @@ def test_auto_dispatch_follows_the_platform_of_the_export(cuda_module):
     assert TRITON not in cpu and "stablehlo.exponential" in cpu
 
 
+@pytest.mark.internals
 def test_impl_pallas_lowers_triton_for_cuda_and_interprets_elsewhere(cuda_module):
   x = jax.ShapeDtypeStruct((64, 1000), jnp.float32)
   t = jax.ShapeDtypeStruct((64,), jnp.int32)
@@ -49,6 +51,7 @@ def test_impl_pallas_lowers_triton_for_cuda_and_interprets_elsewhere(cuda_module
   assert TRITON not in cpu and "stablehlo.while" in cpu  # the interpret-mode loop
 
 
+@pytest.mark.internals
 def test_auto_uses_xla_on_cpu_and_pallas_when_asked(rng):
   """The CPU program of ``impl="auto"`` holds no kernel (its jaxpr holds both branches of
   the platform-dependent choice); ``impl="pallas"`` runs the kernel in interpret mode."""
@@ -77,6 +80,7 @@ def test_without_triton_auto_uses_xla_and_pallas_names_the_reason(rng, monkeypat
     jax.jit(lambda z: _kernels.softmax(z, False, interpret=False)).lower(z)
 
 
+@pytest.mark.internals
 def test_a_block_triton_refuses_falls_back_to_xla():
   """A row block over Triton's 2**20 elements is refused while tracing: ``"auto"`` uses
   XLA, ``"pallas"`` raises naming the reason."""

@@ -65,6 +65,7 @@ def test_tile_sizes_are_arguments_of_the_program(masked_logits, rng, monkeypatch
   assert soft_default == soft[1]
 
 
+@pytest.mark.internals
 @pytest.mark.parametrize("shape", [(4096, 1000), (13, 1024), (64, 40000)])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
 def test_kernels_lower_for_the_gpu_triton_backend(cuda_module, shape, dtype):

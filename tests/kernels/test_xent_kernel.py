@@ -78,6 +78,7 @@ def test_float16_gradient_under_loss_scaling(rng):
   assert errors["pallas"] <= 1.05 * errors["xla"] and errors["pallas"] < 5e-4, errors
 
 
+@pytest.mark.internals
 def test_donation_aliases_the_gradient_to_the_logits_in_the_gpu_program(cuda_module):
   """In the CUDA lowering, the Triton call's gradient output aliases its logits operand,
   also through ``jax.grad`` of the loss with the platform-dependent kernel."""
