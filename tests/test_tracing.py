@@ -112,8 +112,6 @@ def test_eager_call_compiles_only_the_first_time(name, impl):
 
 
 @pytest.mark.internals
-@pytest.mark.xfail(strict=True, reason="an eager linear_cross_entropy traces and compiles its "
-                   "lax.scan on every call (a new closure each time); jitted it traces once")
 def test_eager_linear_cross_entropy_compiles_only_the_first_time():
   h, w = _logits(0, shape=(N, H)), _logits(1, shape=(H, C))
   sj.linear_cross_entropy(h, w, LABELS)

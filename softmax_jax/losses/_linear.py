@@ -37,6 +37,7 @@ in ``softmax_jax/losses/_linear_chunks.py``; this module checks the arguments.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -170,9 +171,16 @@ def linear_cross_entropy(
     chunk_size = max(128, _DEFAULT_CHUNK_BYTES // (4 * max(h.shape[0], 1)) // 128 * 128)
   chunk = min(_arguments.positive_int(chunk_size, "chunk_size", fn), v)
   code = nm.canonical_labels(labels.reshape(-1), v, ignore)
-  loss, lse, counted = linear_xent(h, w, b, code,
-                                   Config(chunk, eps, lam, cap, bool(return_lse)))
-  out = nm.reduce(loss, counted, reduction)
+  out, lse = _reduced_linear_xent(h, w, b, code, Config(chunk, eps, lam, cap, bool(return_lse)),
+                                  reduction)
   if reduction == "none":
     out = out.reshape(lead)
   return (out, lse.reshape(lead)) if return_lse else out
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _reduced_linear_xent(h, w, b, code, cfg: Config, reduction: str):
+  """The loss and its reduction as one program, so that an eager call compiles its chunk
+  loops once per shape instead of tracing them anew every call (inside ``jit`` it inlines)."""
+  loss, lse, counted = linear_xent(h, w, b, code, cfg)
+  return nm.reduce(loss, counted, reduction), lse
