@@ -173,8 +173,8 @@ def markdown(res) -> str:
       f"{n * c['classes']:,} floats.  (With one device the collectives stay in the "
       "program as trivial all-reduces.)  The loss now also sums the tail of each row (for "
       "the exact label entry of the gradient): `4 N` floats in one `pmax` and one `psum`, "
-      "which `tests/test_sharded.py` counts in the compiled program; the table above was "
-      "measured before that change.", "",
+      "which `tests/sharded/test_stats.py` counts in the compiled program; the table above "
+      "was measured before that change.", "",
       "## What to expect on a real multi-GPU or TPU slice", "",
       "- **Data parallel.** The per-step traffic is one all-reduce of the parameters "
       f"({s['parameters'] * 4 / 1e3:.0f} kB here).  Over NVLink on an 8 × H100 node "
