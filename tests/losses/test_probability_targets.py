@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.test_util import check_grads
 
@@ -16,6 +17,16 @@ from _util import DTYPES, TRANSFORMS, assert_close, f64, logits, matrix
 def _soft_targets(rng, shape, dtype=jnp.float64):
   t = rng.random(shape)
   return jnp.asarray(t / t.sum(-1, keepdims=True)).astype(dtype)
+
+
+def test_agrees_with_optax(rng):
+  z = logits(rng, (8, 12), jnp.float32)
+  t = _soft_targets(rng, (8, 12), jnp.float32)
+  np.testing.assert_allclose(sj.cross_entropy(z, t, reduction="none"),
+                             optax.softmax_cross_entropy(z, t), rtol=1e-6)
+  g_ours = jax.grad(sj.cross_entropy)(z, t)
+  g_optax = jax.grad(lambda z: optax.softmax_cross_entropy(z, t).mean())(z)
+  np.testing.assert_allclose(g_ours, g_optax, rtol=1e-5, atol=1e-8)
 
 
 # --- values --------------------------------------------------------------------
