@@ -78,6 +78,26 @@ def label_info(code: jax.Array) -> LabelInfo:
   return LabelInfo(jnp.maximum(code, 0), code >= 0, code == IGNORED)
 
 
+class LabelStatus(NamedTuple):
+  """Whether an example counts, and whether a counted one has a bad label."""
+
+  counted: jax.Array  # the row has a valid class and the label is not ignore_index
+  bad: jax.Array  # counted, but the label is no valid class (out of range, masked, −inf)
+
+
+def label_status(nonempty_rows: jax.Array, label: LabelInfo,
+                 shifted_label_logit: jax.Array) -> LabelStatus:
+  """The one rule for which examples count and which have a bad label.
+
+  ``nonempty_rows`` is :func:`nonempty` of the row statistics and
+  ``shifted_label_logit`` the label's masked logit minus the row max (``−inf`` when the
+  label points at a masked or ``−inf`` class), all of one shape.
+  """
+  counted = nonempty_rows & ~label.ignored
+  bad = counted & ~(label.is_class & (shifted_label_logit != -jnp.inf))
+  return LabelStatus(counted, bad)
+
+
 # ---------------------------------------------------------------------------
 # Masking and row statistics
 # ---------------------------------------------------------------------------
@@ -288,8 +308,13 @@ def reduce(per_example: jax.Array, weight: jax.Array, reduction: str) -> jax.Arr
   total = jnp.sum(per_example)
   if reduction == "sum":
     return total
-  denominator = jnp.sum(weight).astype(total.dtype)
-  return total / jnp.where(denominator > 0, denominator, jnp.ones_like(denominator))
+  return total / mean_denominator(jnp.sum(weight).astype(total.dtype))
+
+
+def mean_denominator(weight_sum: jax.Array) -> jax.Array:
+  """What ``"mean"`` divides by: ``Σ weight`` of the counted examples, or 1 when nothing
+  counts (the mean is then 0, with zero gradient)."""
+  return jnp.where(weight_sum > 0, weight_sum, jnp.ones_like(weight_sum))
 
 
 def finish(value: jax.Array, counted: jax.Array, bad: jax.Array) -> jax.Array:

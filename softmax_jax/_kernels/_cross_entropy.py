@@ -82,11 +82,6 @@ def _label_weights(codes, weights):
   return weights.astype(jnp.float32)[nx.label_info(codes).index]
 
 
-def _positive_or_one(d):
-  """The mean's denominator as :func:`~softmax_jax._numerics.reduce` divides by it."""
-  return jnp.where(d > 0, d, jnp.ones_like(d))
-
-
 def _gradient_prescale(x, codes, weights, reduction):
   """The factor the kernel folds into the gradient: ``1 / Σ w_t`` for the mean (not for
   float16, whose range could not hold ``(y − t)/N`` without underflow), else 1.
@@ -98,7 +93,7 @@ def _gradient_prescale(x, codes, weights, reduction):
   if reduction != "mean" or x.dtype == jnp.float16:
     return jnp.ones((), jnp.float32)
   predicted = jnp.sum(jnp.where(codes != nx.IGNORED, _label_weights(codes, weights), 0.0))
-  return 1 / _positive_or_one(predicted)
+  return 1 / nx.mean_denominator(predicted)
 
 
 def _reduce(out: KernelOutputs, codes, weights, reduction):
@@ -155,7 +150,7 @@ def _reduced_loss_jvp(cfg, primals, tangents):
   g = _gradient_prescale(x, codes, weights, cfg.reduction)
   out = _kernel_outputs(x, codes, weights, g, cfg.opts)
   value = _reduce(out, codes, weights, cfg.reduction)
-  d = _positive_or_one(jnp.sum(out.counted * _label_weights(codes, weights)))
+  d = nx.mean_denominator(jnp.sum(out.counted * _label_weights(codes, weights)))
   rows = jnp.zeros_like(out.loss)  # ⟨∂ℓ/∂z, ż⟩ (divided by the mean's denominator)
   w_rows = jnp.zeros_like(out.loss)  # ⟨∂ℓ/∂w, ẇ⟩
   if not _is_symbolic_zero(dx):

@@ -79,9 +79,8 @@ def _xent_kernel(x_ref, t_ref, w_ref, g_ref, wmax_ref, loss_ref, grad_ref, aux_r
   p = _tiling.for_tiles(tile, tiles, gather, init)
   st = nx.finalize(p.st)
   info = nx.label_info(t)
-  counted = nx.nonempty(st) & ~info.ignored
   sh_t = p.z_t - st.m  # z_t − m
-  bad = counted & (~info.is_class | (sh_t == -jnp.inf))
+  counted, bad = nx.label_status(nx.nonempty(st), info, sh_t)
   log_s = nx.log_normaliser(st)
   lse = st.m + log_s
   nll = log_s - sh_t  # −log y_t, accurate when t dominates
@@ -195,8 +194,7 @@ def xent_formula(x, codes, weights, *, eps=0.0, z_loss=0.0, softcap=None) -> For
   w = jnp.ones(z.shape[-1:], z.dtype) if weights is None else nx.upcast(weights)
   w_t = w[info.index]
   wv = jnp.where(valid, w, 0.0)
-  counted = nx.nonempty(st) & ~info.ignored
-  bad = counted & (~info.is_class | (sh_t == -jnp.inf))
+  counted, bad = nx.label_status(nx.nonempty(st), info, sh_t)
   nll = log_s - sh_t
   hit = (1 - eps) * w_t
   scale = hit + 2 * z_loss * lse

@@ -76,8 +76,7 @@ def _int_parts(z, code, weights, where, eps) -> IntParts:
   if eps > 0:
     smooth = nx.smoothing_coef(eps, nx.count_valid(zm))
     wsum = jnp.sum(_valid_class_weights(weights, zm), -1, keepdims=True)
-  counted = nx.nonempty(st) & ~lab.ignored
-  bad = counted & ~(lab.is_class & (shifted_t != -jnp.inf))
+  counted, bad = nx.label_status(nx.nonempty(st), lab, shifted_t)
   return IntParts(zm, st, nx.log_normaliser(st), lab, shifted_t, w_t, smooth, wsum, counted,
                   bad)
 

@@ -159,8 +159,7 @@ def _row_loss(rows: _Rows, code, cfg: Config) -> _RowLoss:
     loss = loss + jnp.where(rows.k > 0, cfg.eps * lse - coef * rows.z_sum, 0)
   if cfg.z_loss:
     loss = loss + cfg.z_loss * jnp.square(lse)
-  counted = nm.nonempty(st)[:, 0] & ~info.ignored
-  bad = counted & ~(info.is_class & (shifted_t[:, 0] != -jnp.inf))
+  counted, bad = nm.label_status(nm.nonempty(st)[:, 0], info, shifted_t[:, 0])
   loss = nm.finish(loss[:, 0], counted, bad)
   ones = jnp.ones_like(lse)
   counted_f = jnp.where(counted[:, None], ones, 0)

@@ -87,8 +87,7 @@ def _shard_parts(z, code, weights, where, axis_name, eps) -> ShardParts:
   w_t = sums.get("w_t", jnp.ones_like(st.m))
   smooth = None if eps == 0 else nx.smoothing_coef(eps, sums["k"])
   shifted_t = sums["z_t"] - st.m
-  counted = nx.nonempty(st) & ~lab.ignored
-  bad = counted & ~(lab.is_class & (shifted_t != -jnp.inf))
+  counted, bad = nx.label_status(nx.nonempty(st), lab, shifted_t)
   return ShardParts(zm, st, nx.log_normaliser(st), is_t, local, here, shifted_t, w_t, smooth,
                     sums.get("wsum"), sums.get("wz"), counted, bad)
 
