@@ -21,9 +21,3 @@ def mesh8():
 def mesh2x4():
   """The rows over 2 devices (``"data"``), the classes over 4 (``"model"``)."""
   return _mesh((2, 4), ("data", "model"))
-
-
-@pytest.fixture(scope="session")
-def data_mesh8():
-  """The rows over 8 devices (``"data"``)."""
-  return _mesh((8,), ("data",))

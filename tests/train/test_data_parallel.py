@@ -11,6 +11,19 @@ from softmax_jax.train._loop import replicate
 
 
 @pytest.fixture(scope="module")
+def data_mesh8():
+  """The rows over the 8 simulated CPU devices (``"data"``; tests/conftest.py sets them)."""
+  assert jax.device_count() == 8
+  return jax.sharding.Mesh(np.array(jax.devices()[:8]), ("data",))
+
+
+@pytest.fixture(scope="module")
+def mesh8():
+  """The same devices as a class axis (``"model"``), which fit has no use for."""
+  return jax.sharding.Mesh(np.array(jax.devices()[:8]), ("model",))
+
+
+@pytest.fixture(scope="module")
 def iris():
   ds = load_iris()
   return ((ds.x - ds.x.mean(0)) / ds.x.std(0)).astype(np.float32), ds.y
