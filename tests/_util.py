@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import softmax_jax as sj
+from softmax_jax import linear_cross_entropy
+from softmax_jax.cli import main
 from softmax_jax.verify._tolerances import tolerance
 
 DTYPES = [jnp.float64, jnp.float32, jnp.bfloat16, jnp.float16]
@@ -50,3 +55,77 @@ def assert_close(got, ref, dtype, scale=1.0):
   rtol, atol = tolerance(dtype)
   np.testing.assert_allclose(f64(got), np.asarray(ref, np.float64), rtol=rtol * scale,
                              atol=atol * scale)
+
+
+# --- linear_cross_entropy ---------------------------------------------------------
+
+def jitted_linear_cross_entropy():
+  """``linear_cross_entropy`` under one ``jax.jit`` with its options static: a
+  transformation of it (``jax.hessian``...) then runs as one compiled program rather
+  than op by op.  Argument errors and host (NumPy) labels are tested on the plain
+  function."""
+  return jax.jit(linear_cross_entropy, static_argnames=(
+      "chunk_size", "ignore_index", "label_smoothing", "z_loss", "logit_softcap", "reduction",
+      "return_lse"))
+
+
+def linear_problem(rng, n=37, hdim=6, v=29):
+  """Hidden states ``[n, hdim]``, weight ``[hdim, v]``, bias ``[v]`` and labels ``[n]``."""
+  h = jnp.asarray(rng.normal(size=(n, hdim)))
+  w = jnp.asarray(rng.normal(size=(hdim, v)))
+  b = jnp.asarray(rng.normal(size=v))
+  t = jnp.asarray(rng.integers(0, v, n))
+  return h, w, b, t
+
+
+# --- second derivatives -------------------------------------------------------------
+
+def assert_hessian_is_softmax_jacobian(loss, z, v):
+  """The Hessian of a one-hot cross-entropy ``loss`` at ``z`` is the softmax Jacobian
+  ``diag(y) − y yᵀ``, by ``jax.hessian``, reverse-over-reverse, forward-over-forward and a
+  forward-over-reverse product with ``v``."""
+  jac = sj.softmax_jacobian(z)
+
+  @jax.jit
+  def second_derivatives(z):
+    _, hvp = jax.jvp(jax.grad(loss), (z,), (v,))  # forward-over-reverse
+    return (jax.hessian(loss)(z), jax.jacrev(jax.jacrev(loss))(z),
+            jax.jacfwd(jax.jacfwd(loss))(z), hvp)
+
+  hess, rev_rev, fwd_fwd, hvp = second_derivatives(z)
+  chex.assert_trees_all_close((hess, rev_rev, fwd_fwd), (jac, jac, jac), rtol=1e-12,
+                              atol=1e-15)
+  np.testing.assert_allclose(hvp, jac @ v, rtol=1e-12, atol=1e-15)
+
+
+# --- the command line ---------------------------------------------------------------
+
+def cli_exit_code(argv) -> int:
+  """``softmax_jax.cli.main``'s exit status, also when argparse exits."""
+  try:
+    return main(argv)
+  except SystemExit as e:
+    return e.code
+
+
+def one_line_error(capsys) -> str:
+  """The captured stderr, asserted to be one line and no traceback."""
+  err = capsys.readouterr().err
+  assert "Traceback" not in err and err.count("\n") == 1, err
+  return err
+
+
+# --- data files ---------------------------------------------------------------------
+
+IRIS_CLASSES = ("setosa", "versicolor", "virginica")
+IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+
+
+def write_data_file(tmp_path, text: str, name: str = "data.csv"):
+  """``text`` written to ``tmp_path / name`` (gzip-compressed when the name ends .gz)."""
+  path = tmp_path / name
+  if name.endswith(".gz"):
+    path.write_bytes(gzip.compress(text.encode()))
+  else:
+    path.write_text(text)
+  return path

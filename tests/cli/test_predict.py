@@ -8,6 +8,8 @@ import pytest
 from softmax_jax.cli import main
 from softmax_jax.train._datasets._builtin import DATA_DIR
 
+from _util import cli_exit_code, one_line_error
+
 
 @pytest.fixture(scope="module")
 def iris_run(tmp_path_factory):
@@ -15,19 +17,6 @@ def iris_run(tmp_path_factory):
   assert main(["train", "--out", str(out), "--epochs", "40", "--lr", "0.05", "--quiet",
                "--no-plots"]) == 0
   return out
-
-
-def _code(argv) -> int:
-  try:
-    return main(argv)
-  except SystemExit as e:
-    return e.code
-
-
-def _one_line_error(capsys) -> str:
-  err = capsys.readouterr().err
-  assert "Traceback" not in err and err.count("\n") == 1, err
-  return err
 
 
 def test_predict(iris_run, tmp_path, capsys):
@@ -43,12 +32,13 @@ def test_damaged_or_missing_runs_are_one_line_naming_the_file(iris_run, tmp_path
   run = tmp_path / "r"
   shutil.copytree(iris_run, run)
   (run / "model.json").write_text("[]")
-  assert _code(["predict", "--run", str(run), str(DATA_DIR / "iris.csv")]) == 2
-  assert f"{run / 'model.json'} was changed after the run wrote it" in _one_line_error(capsys)
-  assert _code(["predict", "--run", str(tmp_path / "none"), str(DATA_DIR / "iris.csv")]) == 2
-  assert "no such run directory" in _one_line_error(capsys)
-  assert _code(["predict", "--run", str(iris_run), str(tmp_path / "none.csv")]) == 2
-  assert "none.csv" in _one_line_error(capsys)
+  assert cli_exit_code(["predict", "--run", str(run), str(DATA_DIR / "iris.csv")]) == 2
+  assert f"{run / 'model.json'} was changed after the run wrote it" in one_line_error(capsys)
+  assert cli_exit_code(["predict", "--run", str(tmp_path / "none"),
+                        str(DATA_DIR / "iris.csv")]) == 2
+  assert "no such run directory" in one_line_error(capsys)
+  assert cli_exit_code(["predict", "--run", str(iris_run), str(tmp_path / "none.csv")]) == 2
+  assert "none.csv" in one_line_error(capsys)
 
 
 def test_a_float64_run_leaves_x64_off(tmp_path, capsys):

@@ -12,6 +12,8 @@ import pytest
 
 from softmax_jax.cli import main
 
+from _util import cli_exit_code, one_line_error
+
 
 @pytest.fixture(scope="module")
 def iris_run(tmp_path_factory):
@@ -163,20 +165,6 @@ def test_two_processes_on_one_machine(tmp_path):
     np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
 
 
-def _code(argv) -> int:
-  """``main``'s exit status, also when argparse exits."""
-  try:
-    return main(argv)
-  except SystemExit as e:
-    return e.code
-
-
-def _one_line_error(capsys) -> str:
-  err = capsys.readouterr().err
-  assert "Traceback" not in err and err.count("\n") == 1, err
-  return err
-
-
 @pytest.fixture
 def toy_csv(tmp_path):
   path = tmp_path / "toy.csv"
@@ -200,23 +188,23 @@ def toy_csv(tmp_path):
      "6 samples in 3 classes are too few for the split"),
 ])
 def test_user_errors_are_one_line_naming_the_flag(argv, message, tmp_path, capsys):
-  assert _code(["train", "--out", str(tmp_path / "o"), "--quiet", *argv]) == 2
-  assert message in _one_line_error(capsys)
+  assert cli_exit_code(["train", "--out", str(tmp_path / "o"), "--quiet", *argv]) == 2
+  assert message in one_line_error(capsys)
   assert not (tmp_path / "o").exists()
 
 
 def test_label_is_numbered_from_1_like_its_errors(toy_csv, tmp_path, capsys):
   common = ["train", "--dataset", str(toy_csv), "--quiet", "--no-plots", "--epochs", "1"]
-  assert _code([*common, "--label", "0", "--out", str(tmp_path / "a")]) == 2
-  assert "columns are numbered from 1" in _one_line_error(capsys)
-  assert _code([*common, "--label", "4", "--out", str(tmp_path / "b")]) == 2
-  assert "there is no label column 4 (the file has 3 columns: 'a' (1)" in _one_line_error(capsys)
-  assert _code([*common, "--label", "3", "--out", str(tmp_path / "c")]) == 0  # 'kind'
+  assert cli_exit_code([*common, "--label", "0", "--out", str(tmp_path / "a")]) == 2
+  assert "columns are numbered from 1" in one_line_error(capsys)
+  assert cli_exit_code([*common, "--label", "4", "--out", str(tmp_path / "b")]) == 2
+  assert "there is no label column 4 (the file has 3 columns: 'a' (1)" in one_line_error(capsys)
+  assert cli_exit_code([*common, "--label", "3", "--out", str(tmp_path / "c")]) == 0  # 'kind'
   assert json.loads((tmp_path / "c" / "model.json").read_text())["label_name"] == "kind"
   headless = tmp_path / "headless.csv"
   headless.write_text("1,2,0\n3,4,1\n5,6,0\n")
-  assert _code([*common[:2], str(headless), "--out", str(tmp_path / "d")]) == 2
-  assert "headless.csv, line 1: the first line is data, not a header" in _one_line_error(capsys)
+  assert cli_exit_code([*common[:2], str(headless), "--out", str(tmp_path / "d")]) == 2
+  assert "headless.csv, line 1: the first line is data, not a header" in one_line_error(capsys)
 
 
 def test_unusable_out_directories(iris_run, tmp_path, capsys):
@@ -226,20 +214,22 @@ def test_unusable_out_directories(iris_run, tmp_path, capsys):
 
   afile = tmp_path / "afile"
   afile.write_text("x")
-  assert _code(["train", "--out", str(afile), "--quiet"]) == 2
-  assert f"--out {afile} is a file, not a directory" in _one_line_error(capsys)
+  assert cli_exit_code(["train", "--out", str(afile), "--quiet"]) == 2
+  assert f"--out {afile} is a file, not a directory" in one_line_error(capsys)
   if os.geteuid() != 0:  # permissions do not bind root: use a read-only file system then
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o555)
     target, expect = ro / "run", f"{ro} is not writable"
   else:
     target, expect = "/sys/softmax-jax-run", "cannot write /sys/softmax-jax-run: "
-  assert _code(["train", "--out", str(target), "--quiet", "--no-plots", "--epochs", "1"]) == 2
-  assert expect in _one_line_error(capsys)
+  assert cli_exit_code(["train", "--out", str(target), "--quiet", "--no-plots", "--epochs",
+                        "1"]) == 2
+  assert expect in one_line_error(capsys)
   held = tmp_path / "held"
   with RunLock(held):
-    assert _code(["train", "--out", str(held), "--overwrite", "--quiet", "--epochs", "1"]) == 2
-  assert f"in use by another run (pid {os.getpid()}" in _one_line_error(capsys)
+    assert cli_exit_code(["train", "--out", str(held), "--overwrite", "--quiet", "--epochs",
+                          "1"]) == 2
+  assert f"in use by another run (pid {os.getpid()}" in one_line_error(capsys)
 
 
 def test_a_damaged_config_names_the_file(iris_run, tmp_path, capsys):
@@ -248,20 +238,20 @@ def test_a_damaged_config_names_the_file(iris_run, tmp_path, capsys):
   run = tmp_path / "r"
   shutil.copytree(iris_run, run)
   (run / "config.json").write_text('{"train": {"epochs": 3,}}')
-  assert _code(["train", "--resume", str(run), "--quiet"]) == 2
-  assert f"{run / 'config.json'}, line 1, column 24: not valid JSON" in _one_line_error(capsys)
+  assert cli_exit_code(["train", "--resume", str(run), "--quiet"]) == 2
+  assert f"{run / 'config.json'}, line 1, column 24: not valid JSON" in one_line_error(capsys)
 
 
 @pytest.mark.internals
 def test_missing_train_extra_is_reported_before_any_work(tmp_path, monkeypatch, capsys):
   monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
-  assert _code(["train", "--out", str(tmp_path / "o"), "--quiet"]) == 2
-  err = _one_line_error(capsys)
+  assert cli_exit_code(["train", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+  err = one_line_error(capsys)
   assert "needs matplotlib" in err and "pip install 'softmax_jax[train]'" in err
   assert not (tmp_path / "o").exists()
   monkeypatch.setitem(sys.modules, "orbax.checkpoint", None)
-  assert _code(["train", "--out", str(tmp_path / "o"), "--quiet", "--no-plots"]) == 2
-  assert "needs orbax" in _one_line_error(capsys)
+  assert cli_exit_code(["train", "--out", str(tmp_path / "o"), "--quiet", "--no-plots"]) == 2
+  assert "needs orbax" in one_line_error(capsys)
 
 
 @pytest.mark.internals
@@ -275,13 +265,14 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
 
   monkeypatch.setattr(_rundir, "write_text", full)  # stands in for a full disk
   out = tmp_path / "o"
-  assert _code(["train", "--out", str(out), "--quiet", "--no-plots", "--epochs", "1"]) == 2
-  assert f"cannot write {out / 'config.json'}: No space left on device" in _one_line_error(capsys)
+  assert cli_exit_code(["train", "--out", str(out), "--quiet", "--no-plots", "--epochs", "1"]) == 2
+  assert f"cannot write {out / 'config.json'}: No space left on device" in one_line_error(capsys)
 
 
 def test_huge_training_values_are_refused_naming_the_column(tmp_path, capsys):
   path = tmp_path / "huge.csv"
   path.write_text("a,b,kind\n" + "".join(f"{i},{1e307 * (i % 2 * 2 - 1) * 9},{'xy'[i % 2]}\n"
                                          for i in range(40)))
-  assert _code(["train", "--dataset", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
-  assert "huge.csv, column 'b': values up to 9e+307 are too large" in _one_line_error(capsys)
+  assert cli_exit_code(["train", "--dataset", str(path), "--out", str(tmp_path / "o"),
+                        "--quiet"]) == 2
+  assert "huge.csv, column 'b': values up to 9e+307 are too large" in one_line_error(capsys)

@@ -11,7 +11,15 @@ from jax.test_util import check_grads
 import softmax_jax as sj
 
 import reference as ref
-from _util import DTYPES, TRANSFORMS, assert_close, f64, logits, matrix
+from _util import (
+  DTYPES,
+  TRANSFORMS,
+  assert_close,
+  assert_hessian_is_softmax_jacobian,
+  f64,
+  logits,
+  matrix,
+)
 
 # --- values --------------------------------------------------------------------
 
@@ -140,19 +148,7 @@ def test_gradient_three_ways(rng):
 def test_hessian_is_softmax_jacobian(rng):
   z = logits(rng, (6,), jnp.float64)
   loss = lambda z: sj.cross_entropy_with_integer_labels(z, jnp.array(2))  # noqa: E731
-  jac = sj.softmax_jacobian(z)
-  v = logits(rng, (6,), jnp.float64, 1.0)
-
-  @jax.jit
-  def second_derivatives(z):
-    _, hvp = jax.jvp(jax.grad(loss), (z,), (v,))  # forward-over-reverse
-    return (jax.hessian(loss)(z), jax.jacrev(jax.jacrev(loss))(z),
-            jax.jacfwd(jax.jacfwd(loss))(z), hvp)
-
-  hess, rev_rev, fwd_fwd, hvp = second_derivatives(z)
-  chex.assert_trees_all_close((hess, rev_rev, fwd_fwd), (jac, jac, jac), rtol=1e-12,
-                              atol=1e-15)
-  np.testing.assert_allclose(hvp, jac @ v, rtol=1e-12, atol=1e-15)
+  assert_hessian_is_softmax_jacobian(loss, z, logits(rng, (6,), jnp.float64, 1.0))
 
 
 @pytest.mark.internals

@@ -10,24 +10,10 @@ import pytest
 import softmax_jax as sj
 from softmax_jax import linear_cross_entropy
 
-from _util import matrix
+from _util import jitted_linear_cross_entropy, linear_problem, matrix
 from reference import materialised_linear_cross_entropy as materialised
 
-# Value and derivative checks call the loss through jax.jit: linear_cross_entropy is a
-# custom JVP over chunk loops with no jit of its own, and each transformation of it run
-# eagerly compiles op by op (minutes for a Hessian on 2 cores).  Argument errors and host
-# (NumPy) labels are tested on the plain function.
-_lce = jax.jit(linear_cross_entropy, static_argnames=(
-    "chunk_size", "ignore_index", "label_smoothing", "z_loss", "logit_softcap", "reduction",
-    "return_lse"))
-
-
-def _problem(rng, n=37, hdim=6, v=29):
-  h = jnp.asarray(rng.normal(size=(n, hdim)))
-  w = jnp.asarray(rng.normal(size=(hdim, v)))
-  b = jnp.asarray(rng.normal(size=v))
-  t = jnp.asarray(rng.integers(0, v, n))
-  return h, w, b, t
+_lce = jitted_linear_cross_entropy()
 
 
 
@@ -53,7 +39,7 @@ PADDED = [2, 11, 28]  # the −inf columns of a padded bias
                          matrix(OPTIONS, [(1, "mean"), (8, "sum"), (100, "mean")]))
 def test_float64_value_and_gradients_match_the_materialised_loss(rng, opts, chunk_reduction):
   chunk, reduction = chunk_reduction
-  h, w, b, t = _problem(rng)
+  h, w, b, t = linear_problem(rng)
   if opts.get("b") == "padded":
     b = b.at[jnp.array(PADDED)].set(-jnp.inf)
     t = jnp.where(jnp.isin(t, jnp.array(PADDED)), 0, t)
@@ -83,7 +69,7 @@ def test_float64_value_and_gradients_match_the_materialised_loss(rng, opts, chun
 
 @pytest.mark.x64
 def test_matches_the_package_loss_and_returns_lse(rng):
-  h, w, b, t = _problem(rng)
+  h, w, b, t = linear_problem(rng)
   loss, lse = _lce(h, w, t, bias=b, chunk_size=5, reduction="none",
                                    return_lse=True)
   np.testing.assert_allclose(loss, sj.cross_entropy_with_integer_labels(h @ w + b, t,
@@ -93,7 +79,7 @@ def test_matches_the_package_loss_and_returns_lse(rng):
 
 
 def test_leading_dims_jit_and_bad_labels(rng):
-  h, w, _, t = _problem(rng, n=12)
+  h, w, _, t = linear_problem(rng, n=12)
   f = jax.jit(lambda h: _lce(h, w, t.reshape(3, 4), reduction="none"))
   assert f(h.reshape(3, 4, -1)).shape == (3, 4)
   bad = t.at[2].set(w.shape[1])
@@ -105,7 +91,7 @@ def test_leading_dims_jit_and_bad_labels(rng):
 
 
 def test_errors(rng):
-  h, w, b, t = _problem(rng)
+  h, w, b, t = linear_problem(rng)
   with pytest.raises(ValueError, match=r"weight has shape \(5, 29\) but hidden has shape"):
     linear_cross_entropy(h, w[:5], t)
   with pytest.raises(ValueError, match="labels must be integers of shape"):
@@ -144,7 +130,7 @@ def test_skipped_rows_with_large_logits_keep_the_gradient_finite():
 
 @pytest.mark.parametrize("bad", ["-100", 1.0, True, np.bool_(True)])
 def test_ignore_index_must_be_an_integer(rng, bad):
-  h, w, _, t = _problem(rng)
+  h, w, _, t = linear_problem(rng)
   with pytest.raises(TypeError, match="ignore_index must be an int or None"):
     linear_cross_entropy(h, w, t, ignore_index=bad)
 
@@ -152,14 +138,14 @@ def test_ignore_index_must_be_an_integer(rng, bad):
 @pytest.mark.parametrize("dtype,ignore", [(jnp.uint8, -100), (jnp.int8, 200),
                                           (jnp.int32, 2**40)])
 def test_an_ignore_index_the_label_dtype_cannot_hold_is_refused(rng, dtype, ignore):
-  h, w, _, _ = _problem(rng, n=2)
+  h, w, _, _ = linear_problem(rng, n=2)
   with pytest.raises(ValueError, match=f"ignore_index={ignore} cannot occur in labels of dtype"):
     linear_cross_entropy(h, w, jnp.array([0, 1], dtype), ignore_index=ignore)
 
 
 @pytest.mark.x64
 def test_other_options_are_checked(rng):
-  h, w, _, t = _problem(rng)
+  h, w, _, t = linear_problem(rng)
   for bad in (0, -3, 2.0, True):
     with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
       linear_cross_entropy(h, w, t, chunk_size=bad)
@@ -173,7 +159,7 @@ def test_other_options_are_checked(rng):
 
 @pytest.mark.x64
 def test_labels_beyond_32_bits_are_invalid_not_wrapped(rng):
-  h, w, _, _ = _problem(rng, n=3)
+  h, w, _, _ = linear_problem(rng, n=3)
   labels = jnp.array([2**32 + 1, 1, -(2**33)], jnp.int64)
   loss = _lce(h, w, labels, reduction="none", chunk_size=4)
   assert np.isnan(loss[0]) and np.isnan(loss[2])
@@ -192,7 +178,7 @@ def test_numpy_int64_labels_with_x64_off_are_not_wrapped():
 
 @pytest.mark.x64
 def test_uint8_labels_reach_class_255(rng):
-  h, w, _, _ = _problem(rng, n=4, v=256)
+  h, w, _, _ = linear_problem(rng, n=4, v=256)
   labels = jnp.array([255, 0, 128, 255], jnp.uint8)
   got = _lce(h, w, labels, reduction="none", chunk_size=100, ignore_index=128)
   want = materialised(h, w, labels.astype(jnp.int32), reduction="none", ignore_index=128)
@@ -229,7 +215,7 @@ def test_the_label_entry_keeps_the_tail(chunk, padded):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_rows_without_a_valid_class_count_nothing(rng, reduction):
-  h, w, b, t = _problem(rng, n=6)
+  h, w, b, t = linear_problem(rng, n=6)
   b = jnp.full_like(b, -jnp.inf)
 
   def f(h, w, b):
@@ -245,7 +231,7 @@ def test_rows_without_a_valid_class_count_nothing(rng, reduction):
 
 
 def test_a_label_on_a_padded_class_is_nan(rng):
-  h, w, b, t = _problem(rng, n=4)
+  h, w, b, t = linear_problem(rng, n=4)
   b = b.at[5].set(-jnp.inf)
   t = t.at[1].set(5)
   loss = _lce(h, w, t, bias=b, reduction="none", chunk_size=4)

@@ -10,24 +10,10 @@ import pytest
 import softmax_jax as sj
 from softmax_jax import linear_cross_entropy
 
-from _util import matrix
+from _util import jitted_linear_cross_entropy, linear_problem, matrix
 from reference import materialised_linear_cross_entropy as materialised
 
-# Value and derivative checks call the loss through jax.jit: linear_cross_entropy is a
-# custom JVP over chunk loops with no jit of its own, and each transformation of it run
-# eagerly compiles op by op (minutes for a Hessian on 2 cores).  Argument errors and host
-# (NumPy) labels are tested on the plain function.
-_lce = jax.jit(linear_cross_entropy, static_argnames=(
-    "chunk_size", "ignore_index", "label_smoothing", "z_loss", "logit_softcap", "reduction",
-    "return_lse"))
-
-
-def _problem(rng, n=37, hdim=6, v=29):
-  h = jnp.asarray(rng.normal(size=(n, hdim)))
-  w = jnp.asarray(rng.normal(size=(hdim, v)))
-  b = jnp.asarray(rng.normal(size=v))
-  t = jnp.asarray(rng.integers(0, v, n))
-  return h, w, b, t
+_lce = jitted_linear_cross_entropy()
 
 
 
@@ -107,7 +93,7 @@ FORWARD_OPTIONS = {
 
 
 def _small_case(rng, padded=True):
-  h, w, b, t = _problem(rng, n=5, hdim=3, v=7)
+  h, w, b, t = linear_problem(rng, n=5, hdim=3, v=7)
   if padded:
     b = b.at[4].set(-jnp.inf)
   return h, w, b, jnp.array([0, 3, 6, 3, 2])
@@ -178,7 +164,7 @@ def test_grad_of_grad_and_finite_differences(rng):
 def test_a_bad_row_keeps_its_nan_to_itself_in_second_derivatives(rng):
   """Rows are independent: a bad-label row's second derivatives are NaN (as its loss and
   gradient are), and the other rows' derivatives along its inputs are 0, not NaN."""
-  h, w, _, _ = _problem(rng, n=3, hdim=5, v=5)
+  h, w, _, _ = linear_problem(rng, n=3, hdim=5, v=5)
   t = jnp.array([0, -1, 2])
   u = jnp.array([0.3, 0.5, 0.7])
 
@@ -234,7 +220,7 @@ def test_forward_mode_memory_stays_chunked():
 def test_bfloat16_inputs_follow_the_float32_formula(rng):
   """Half precision takes the other product order for d h (bfloat16 products, float32
   sums over chunks); value, gradients and a JVP match float32 on the same rounded inputs."""
-  h, w, b, t = _problem(rng, n=16, hdim=8, v=40)
+  h, w, b, t = linear_problem(rng, n=16, hdim=8, v=40)
   hb, wb, bb = (x.astype(jnp.bfloat16) for x in (h, w, b.at[3].set(-jnp.inf)))
   t = jnp.where(t == 3, 0, t)
   ours, _ = _both(t, FORWARD_OPTIONS["everything"], "mean")

@@ -1,6 +1,5 @@
 """cross_entropy and cross_entropy_grad (softmax_jax/losses/_probability_targets.py)."""
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +10,15 @@ from jax.test_util import check_grads
 import softmax_jax as sj
 
 import reference as ref
-from _util import DTYPES, TRANSFORMS, assert_close, f64, logits, matrix
+from _util import (
+  DTYPES,
+  TRANSFORMS,
+  assert_close,
+  assert_hessian_is_softmax_jacobian,
+  f64,
+  logits,
+  matrix,
+)
 
 
 def _soft_targets(rng, shape, dtype=jnp.float64):
@@ -82,19 +89,7 @@ def test_gradient_three_ways(rng):
 def test_hessian_is_softmax_jacobian(rng):
   z = logits(rng, (6,), jnp.float64)
   loss = lambda z: sj.cross_entropy(z, jax.nn.one_hot(2, 6, dtype=z.dtype))  # noqa: E731
-  jac = sj.softmax_jacobian(z)
-  v = logits(rng, (6,), jnp.float64, 1.0)
-
-  @jax.jit
-  def second_derivatives(z):
-    _, hvp = jax.jvp(jax.grad(loss), (z,), (v,))  # forward-over-reverse
-    return (jax.hessian(loss)(z), jax.jacrev(jax.jacrev(loss))(z),
-            jax.jacfwd(jax.jacfwd(loss))(z), hvp)
-
-  hess, rev_rev, fwd_fwd, hvp = second_derivatives(z)
-  chex.assert_trees_all_close((hess, rev_rev, fwd_fwd), (jac, jac, jac), rtol=1e-12,
-                              atol=1e-15)
-  np.testing.assert_allclose(hvp, jac @ v, rtol=1e-12, atol=1e-15)
+  assert_hessian_is_softmax_jacobian(loss, z, logits(rng, (6,), jnp.float64, 1.0))
 
 
 @pytest.mark.x64

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import tracemalloc
 
 import numpy as np
@@ -16,18 +15,9 @@ from softmax_jax.train._datasets import (
     make_blobs,
 )
 
-IRIS_CLASSES = ("setosa", "versicolor", "virginica")
-IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+from _util import IRIS_CLASSES, IRIS_FEATURES, write_data_file
+
 TOY = "a,b,kind\n1,2,dog\n3,4,cat\n5,6,dog\n"
-
-
-def write(tmp_path, text: str, name: str = "data.csv"):
-  path = tmp_path / name
-  if name.endswith(".gz"):
-    path.write_bytes(gzip.compress(text.encode()))
-  else:
-    path.write_text(text)
-  return path
 
 
 # Built-in
@@ -166,7 +156,7 @@ def test_load_dataset_blobs():
 
 @pytest.mark.parametrize("name", ["data.csv", "data.csv.gz"])
 def test_load_dataset_csv(tmp_path, name):
-  path = write(tmp_path, TOY, name)
+  path = write_data_file(tmp_path, TOY, name)
   for spec in (str(path), path):
     ds = load_dataset(spec, label="kind")
     assert ds.name == "data" and ds.class_names == ("cat", "dog")

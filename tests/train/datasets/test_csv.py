@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import gzip
 import re
 
 import numpy as np
@@ -15,16 +14,7 @@ from softmax_jax.train._datasets import (
     read_features,
 )
 
-IRIS_CLASSES = ("setosa", "versicolor", "virginica")
-
-
-def write(tmp_path, text: str, name: str = "data.csv"):
-  path = tmp_path / name
-  if name.endswith(".gz"):
-    path.write_bytes(gzip.compress(text.encode()))
-  else:
-    path.write_text(text)
-  return path
+from _util import IRIS_CLASSES, write_data_file
 
 
 def at(line: int, column: str | None = None, position: int | None = None) -> str:
@@ -43,7 +33,7 @@ TOY = "a,b,kind\n1,2,dog\n3,4,cat\n5,6,dog\n"
 
 @pytest.mark.parametrize("label", ["kind", 2, -1])
 def test_csv_label_by_name_or_index(tmp_path, label):
-  ds = load_csv(write(tmp_path, TOY), label=label)
+  ds = load_csv(write_data_file(tmp_path, TOY), label=label)
   assert ds.name == "data"
   assert ds.feature_names == ("a", "b")
   assert ds.class_names == ("cat", "dog")
@@ -53,18 +43,18 @@ def test_csv_label_by_name_or_index(tmp_path, label):
 
 @pytest.mark.parametrize("label", ["a", 0, -3])
 def test_csv_label_first_column(tmp_path, label):
-  ds = load_csv(write(tmp_path, "a,b,c\nx,1,2\ny,3,4\n"), label=label, name="toy")
+  ds = load_csv(write_data_file(tmp_path, "a,b,c\nx,1,2\ny,3,4\n"), label=label, name="toy")
   assert ds.name == "toy" and ds.feature_names == ("b", "c") and ds.class_names == ("x", "y")
 
 
 def test_csv_integer_labels_sorted_numerically(tmp_path):
-  ds = load_csv(write(tmp_path, "f,y\n1,10\n2,2\n3,-1\n4,2.0\n5,+10\n"))
+  ds = load_csv(write_data_file(tmp_path, "f,y\n1,10\n2,2\n3,-1\n4,2.0\n5,+10\n"))
   assert ds.class_names == ("-1", "2", "10")
   assert ds.y.tolist() == [2, 1, 0, 1, 2]
 
 
 def test_csv_mixed_labels_are_strings(tmp_path):
-  ds = load_csv(write(tmp_path, "f,y\n1,10\n2,2\n3,other\n"))
+  ds = load_csv(write_data_file(tmp_path, "f,y\n1,10\n2,2\n3,other\n"))
   assert ds.class_names == ("10", "2", "other")
   assert ds.y.tolist() == [0, 1, 2]
 
@@ -72,7 +62,7 @@ def test_csv_mixed_labels_are_strings(tmp_path):
 def test_csv_whitespace_blank_lines_crlf_bom_gzip(tmp_path):
   text = "\ufeff a , b ,kind \r\n\r\n 1 , 2.5e0, dog\r\n   \r\n3,4,cat\r\n\r\n"
   for name in ("data.csv", "data.csv.gz"):
-    ds = load_csv(write(tmp_path, text, name))
+    ds = load_csv(write_data_file(tmp_path, text, name))
     assert ds.name == "data"
     assert ds.feature_names == ("a", "b")
     np.testing.assert_array_equal(ds.x, [[1, 2.5], [3, 4]])
@@ -80,7 +70,7 @@ def test_csv_whitespace_blank_lines_crlf_bom_gzip(tmp_path):
 
 
 def test_csv_quoted_cells(tmp_path):
-  ds = load_csv(write(tmp_path, 'a,"b, c",kind\n1,"2",\'x\'\n3,4,"y z"\n'))
+  ds = load_csv(write_data_file(tmp_path, 'a,"b, c",kind\n1,"2",\'x\'\n3,4,"y z"\n'))
   assert ds.feature_names == ("a", "b, c") and ds.class_names == ("'x'", "y z")
 
 
@@ -91,78 +81,78 @@ def test_csv_quoted_cells(tmp_path):
 def test_csv_missing_value(tmp_path, cell):
   text = f"a,b,kind\n1,2,x\n\n3,{cell},y\n"
   with pytest.raises(DataError, match=at(4, "b", 2) + ": missing value"):
-    load_csv(write(tmp_path, text))
+    load_csv(write_data_file(tmp_path, text))
 
 
 def test_csv_not_a_number(tmp_path):
   text = "a,b,c,petal_width,kind\n" + "1,2,3,4,x\n" * 5 + "1,2,3,abc,y\n"
   with pytest.raises(DataError, match=at(7, "petal_width", 4) + ": 'abc' is not a number"):
-    load_csv(write(tmp_path, text))
+    load_csv(write_data_file(tmp_path, text))
 
 
 @pytest.mark.parametrize("cell", ["inf", "-inf", "Infinity", "1e400"])
 def test_csv_not_finite(tmp_path, cell):
   with pytest.raises(DataError, match=at(3, "a", 1) + ": .* is not a finite number"):
-    load_csv(write(tmp_path, f"a,b,kind\n1,2,x\n{cell},2,y\n"))
+    load_csv(write_data_file(tmp_path, f"a,b,kind\n1,2,x\n{cell},2,y\n"))
 
 
 def test_csv_reports_first_bad_cell_in_file_order(tmp_path):
   text = "a,b,kind\n1,2,x\n1,inf,y\nabc,2,x\n1,2\n"
   with pytest.raises(DataError, match=at(3, "b", 2) + ": 'inf' is not a finite"):
-    load_csv(write(tmp_path, text))
+    load_csv(write_data_file(tmp_path, text))
   text = "a,b,kind\n1,2,x\n?,2,\n"
   with pytest.raises(DataError, match=at(3, "a", 1) + ": missing value"):
-    load_csv(write(tmp_path, text))
+    load_csv(write_data_file(tmp_path, text))
 
 
 @pytest.mark.parametrize("row, found", [("1,2", 2), ("1,2,x,4", 4), (",", 2)])
 def test_csv_wrong_cell_count(tmp_path, row, found):
   with pytest.raises(DataError, match=at(3) + f": expected 3 cells .* found {found}"):
-    load_csv(write(tmp_path, f"a,b,kind\n1,2,x\n{row}\n"))
+    load_csv(write_data_file(tmp_path, f"a,b,kind\n1,2,x\n{row}\n"))
 
 
 @pytest.mark.parametrize("text", ["", "\n\n  \n"])
 def test_csv_empty_file(tmp_path, text):
   with pytest.raises(DataError, match=r"data\.csv: the file is empty"):
-    load_csv(write(tmp_path, text))
+    load_csv(write_data_file(tmp_path, text))
 
 
 def test_csv_header_without_rows(tmp_path):
   with pytest.raises(DataError, match=at(2) + ": the header is not followed by any data rows"):
-    load_csv(write(tmp_path, "\na,b,kind\n\n"))
+    load_csv(write_data_file(tmp_path, "\na,b,kind\n\n"))
 
 
 def test_csv_duplicate_column(tmp_path):
   with pytest.raises(DataError, match=at(1, "a", 3) + ": duplicate column name .*column 1"):
-    load_csv(write(tmp_path, "a,b,a,kind\n1,2,3,x\n"))
+    load_csv(write_data_file(tmp_path, "a,b,a,kind\n1,2,3,x\n"))
 
 
 def test_csv_empty_column_name(tmp_path):
   with pytest.raises(DataError, match=at(1) + ", column 2: empty column name"):
-    load_csv(write(tmp_path, "a,,kind\n1,2,x\n"))
+    load_csv(write_data_file(tmp_path, "a,,kind\n1,2,x\n"))
 
 
 @pytest.mark.parametrize("labels, found", [("x,x", "'x'"), ("3,3.0", "'3'")])
 def test_csv_one_class(tmp_path, labels, found):
   a, b = labels.split(",")
   with pytest.raises(DataError, match=rf"data\.csv: .*'kind' \(3\) has only one class, {found}"):
-    load_csv(write(tmp_path, f"a,b,kind\n1,2,{a}\n3,4,{b}\n"))
+    load_csv(write_data_file(tmp_path, f"a,b,kind\n1,2,{a}\n3,4,{b}\n"))
 
 
 def test_csv_no_feature_column(tmp_path):
   with pytest.raises(DataError, match=at(1) + ": no feature columns.*'kind' \\(1\\)"):
-    load_csv(write(tmp_path, "kind\nx\ny\n"))
+    load_csv(write_data_file(tmp_path, "kind\nx\ny\n"))
 
 
 @pytest.mark.parametrize("cell", ["", "NA", "?"])
 def test_csv_missing_label(tmp_path, cell):
   with pytest.raises(DataError, match=at(4, "kind", 3) + ": missing label"):
-    load_csv(write(tmp_path, f"a,b,kind\n1,2,x\n1,2,y\n1,2,{cell}\n"))
+    load_csv(write_data_file(tmp_path, f"a,b,kind\n1,2,x\n1,2,y\n1,2,{cell}\n"))
 
 
 def test_csv_non_integer_numeric_label(tmp_path):
   with pytest.raises(DataError, match=at(3, "kind", 3) + ": label '2.5' is a number but not an"):
-    load_csv(write(tmp_path, "a,b,kind\n1,2,1\n1,2,2.5\n"))
+    load_csv(write_data_file(tmp_path, "a,b,kind\n1,2,1\n1,2,2.5\n"))
 
 
 @pytest.mark.parametrize("label, shown", [("species", "'species'"), (3, "4"),
@@ -171,17 +161,17 @@ def test_csv_unknown_label_column(tmp_path, label, shown):
   """Messages number columns from 1: index 3 is the fourth column."""
   pattern = at(1) + rf": there is no label column {shown} .*'a' \(1\), 'b' \(2\), 'kind' \(3\)"
   with pytest.raises(DataError, match=pattern):
-    load_csv(write(tmp_path, TOY), label=label)
+    load_csv(write_data_file(tmp_path, TOY), label=label)
 
 
 def test_csv_without_a_header_is_refused(tmp_path):
   with pytest.raises(DataError, match=at(1) + r": the first line is data, not a header"):
-    load_csv(write(tmp_path, "1,2,0\n3,4,1\n5,6,0\n"))
+    load_csv(write_data_file(tmp_path, "1,2,0\n3,4,1\n5,6,0\n"))
 
 
 def test_csv_label_wrong_type(tmp_path):
   with pytest.raises(TypeError, match="label"):
-    load_csv(write(tmp_path, TOY), label=True)
+    load_csv(write_data_file(tmp_path, TOY), label=True)
 
 
 def test_csv_missing_file_and_directory(tmp_path):
@@ -212,13 +202,13 @@ NEW = "id,petal_width,kind,sepal_length,note\n7,0.2,setosa,5.1,a\n8,1.8,virginic
 
 
 def test_read_features_reordered_and_extra_columns(tmp_path):
-  x, y = read_features(write(tmp_path, NEW), ["sepal_length", "petal_width"])
+  x, y = read_features(write_data_file(tmp_path, NEW), ["sepal_length", "petal_width"])
   assert y is None and x.dtype == np.float64
   np.testing.assert_array_equal(x, [[5.1, 0.2], [5.9, 1.8]])
 
 
 def test_read_features_with_labels(tmp_path):
-  path = write(tmp_path, NEW)
+  path = write_data_file(tmp_path, NEW)
   x, y = read_features(path, ["petal_width"], label="kind", class_names=IRIS_CLASSES)
   assert y.dtype == np.int32 and y.tolist() == [0, 2]
   _, y = read_features(path, ["petal_width"], label="species", class_names=IRIS_CLASSES)
@@ -226,7 +216,7 @@ def test_read_features_with_labels(tmp_path):
 
 
 def test_read_features_integer_classes(tmp_path):
-  path = write(tmp_path, "f,digit\n1,3\n2,3.0\n3,0\n")
+  path = write_data_file(tmp_path, "f,digit\n1,3\n2,3.0\n3,0\n")
   _, y = read_features(path, ["f"], label="digit", class_names=[str(d) for d in range(10)])
   assert y.tolist() == [3, 3, 0]
 
@@ -234,33 +224,35 @@ def test_read_features_integer_classes(tmp_path):
 def test_read_features_missing_columns(tmp_path):
   pattern = at(1) + r": the header does not name the feature column\(s\) 'petal_length', 'x9'"
   with pytest.raises(DataError, match=pattern):
-    read_features(write(tmp_path, NEW), ["petal_length", "petal_width", "x9"])
+    read_features(write_data_file(tmp_path, NEW), ["petal_length", "petal_width", "x9"])
 
 
 def test_read_features_no_header(tmp_path):
   with pytest.raises(DataError, match=at(1) + r": .*'a', 'b'.*header row"):
-    read_features(write(tmp_path, "1,2\n3,4\n"), ["a", "b"])
+    read_features(write_data_file(tmp_path, "1,2\n3,4\n"), ["a", "b"])
 
 
 def test_read_features_unknown_class(tmp_path):
   pattern = at(3, "kind", 3) + r": unknown class 'virginica'; the known classes are 'setosa'"
   with pytest.raises(DataError, match=pattern):
-    read_features(write(tmp_path, NEW), ["petal_width"], label="kind", class_names=["setosa", "x"])
+    read_features(write_data_file(tmp_path, NEW), ["petal_width"], label="kind",
+                  class_names=["setosa", "x"])
 
 
 def test_read_features_bad_cells_checked(tmp_path):
   text = "b,a,c\n1,2,x\n1,abc,2\n"
   with pytest.raises(DataError, match=at(3, "a", 2) + ": 'abc' is not a number"):
-    read_features(write(tmp_path, text), ["a", "b"])
-  x, _ = read_features(write(tmp_path, "b,a,c\n1,2,x\n3,4,?\n"), ["a", "b"])  # c ignored
+    read_features(write_data_file(tmp_path, text), ["a", "b"])
+  x, _ = read_features(write_data_file(tmp_path, "b,a,c\n1,2,x\n3,4,?\n"), ["a", "b"])  # c ignored
   np.testing.assert_array_equal(x, [[2, 1], [4, 3]])
 
 
 def test_read_features_label_also_a_feature(tmp_path):
-  path = write(tmp_path, "a,y\n1,2\n2,abc\n")
+  path = write_data_file(tmp_path, "a,y\n1,2\n2,abc\n")
   with pytest.raises(DataError, match=at(3, "y", 2) + ": 'abc' is not a number"):
     read_features(path, ["a", "y"], label="y", class_names=["2", "abc"])
-  x, y = read_features(write(tmp_path, "a,y\n1,2\n2,3\n"), ["y"], label="y", class_names="23")
+  x, y = read_features(write_data_file(tmp_path, "a,y\n1,2\n2,3\n"), ["y"], label="y",
+                       class_names="23")
   assert x[:, 0].tolist() == [2, 3] and y.tolist() == [0, 1]
 
 
@@ -276,4 +268,4 @@ def test_read_features_label_also_a_feature(tmp_path):
 )
 def test_read_features_argument_errors(tmp_path, kwargs, error):
   with pytest.raises(error):
-    read_features(write(tmp_path, TOY), **kwargs)
+    read_features(write_data_file(tmp_path, TOY), **kwargs)

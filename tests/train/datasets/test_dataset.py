@@ -8,17 +8,16 @@ import numpy as np
 import pytest
 
 from softmax_jax.train._datasets import (
-    Dataset,
-    Split,
-    Standardizer,
-    load_digits,
-    load_iris,
-    make_blobs,
-    split,
+  Dataset,
+  Split,
+  Standardizer,
+  load_digits,
+  load_iris,
+  make_blobs,
+  split,
 )
 
-IRIS_CLASSES = ("setosa", "versicolor", "virginica")
-IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+from _util import IRIS_CLASSES, IRIS_FEATURES
 
 
 def indexed(n_per_class, n_features: int = 2) -> Dataset:
