@@ -98,6 +98,22 @@ def assert_hessian_is_softmax_jacobian(loss, z, v):
   np.testing.assert_allclose(hvp, jac @ v, rtol=1e-12, atol=1e-15)
 
 
+def assert_finite_derivatives(f, z):
+  """``jax.grad``, ``jax.jacfwd`` and ``jax.hessian`` of ``f`` at ``z`` have no NaN."""
+  for d in (jax.grad, jax.jacfwd, jax.hessian):
+    assert not np.any(np.isnan(d(f)(z))), d
+
+
+def logits_with_an_empty_row(how: str):
+  """Three float64 rows of three logits, the middle one without a valid class: its
+  entries ``−inf`` (``how="neg_inf"``, mask ``None``) or masked (``how="where"``)."""
+  z = jnp.array([[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [3.0, 1.0, 1.0]], jnp.float64)
+  where = jnp.array([[True] * 3, [False] * 3, [True] * 3])
+  if how == "neg_inf":
+    return jnp.where(where, z, -jnp.inf), None
+  return z, where
+
+
 # --- the command line ---------------------------------------------------------------
 
 def cli_exit_code(argv) -> int:
