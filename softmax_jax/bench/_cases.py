@@ -2,7 +2,8 @@
 
 A :class:`~softmax_jax.bench._timing.Case` holds our function, its baselines
 (``jax.nn``, optax, autodiff, or a memory floor), a function making its inputs from a
-key, the bytes a memory-bound implementation must move, and the tolerance within
+key, the bytes a memory-bound implementation must move (or, for the linear loss, the
+floating-point work and the matmul it is judged against), and the tolerance within
 which the first baseline must agree.  Our functions are looked up in their modules
 (``_softmax.softmax``, ...) when a case runs, so a patched function is what is timed.
 """
@@ -164,8 +165,11 @@ def linear_cases(n: int, h: int, v: int, dtype: str = "float32") -> list[Case]:
       lambda x, w, t: optax.softmax_cross_entropy_with_integer_labels(
           (x @ w).astype(jnp.float32), t).mean(), (0, 1))
   tol = 2e-2 if dt.itemsize < 4 else 1e-4
+  # Its cost is matmuls: value and gradient need at least three of [N, H] @ [H, V]'s size
+  # (the logits, the gradients of h and of W), 2 N H V floating-point operations each; it
+  # is judged against one plain matmul of that shape and dtype.
   return [Case("linear_xent_fwd_bwd", (n, h, v), dtype, ours, {"materialised (optax)": base},
-               make, None, tol)]
+               make, None, tol, flops=3 * 2 * n * h * v, matmul=(n, h, v))]
 
 
 OPS = ("softmax", "log_softmax", "xent_int_fwd", "xent_int_fwd_bwd", "xent_prob_fwd",

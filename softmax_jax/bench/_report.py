@@ -9,8 +9,12 @@ import numpy as np
 
 from softmax_jax.bench._timing import Result
 
-COLUMNS = ("op", "impl", "shape", "dtype", "median_ms", "p25_ms", "p75_ms", "gbps",
-           "fraction_of_copy", "temp_bytes", "speedup", "correct")
+COLUMNS = ("op", "impl", "shape", "dtype", "median_ms", "p25_ms", "p75_ms", "compile_ms",
+           "gbps", "ref_gbps", "fraction_of_copy", "fraction_of_matmul", "temp_bytes", "speedup",
+           "correct")
+# The shorter table of a sweep (each line is preceded by the swept value).
+SWEEP_COLUMNS = ("op", "impl", "shape", "dtype", "median_ms", "compile_ms", "gbps",
+                 "fraction_of_copy", "speedup", "correct")
 
 
 def _cell(value, key) -> str:
@@ -19,9 +23,11 @@ def _cell(value, key) -> str:
     return "-"
   if key in ("median_ms", "p25_ms", "p75_ms"):
     return f"{value:.3f}"
-  if key == "gbps":
+  if key in ("compile_ms", "first_call_ms"):
+    return f"{value:.0f}"
+  if key in ("gbps", "ref_gbps", "gflops", "ref_gflops"):
     return f"{value:.1f}"
-  if key in ("fraction_of_copy", "speedup"):
+  if key in ("fraction_of_copy", "fraction_of_matmul", "speedup"):
     return f"{value:.2f}"
   if key == "temp_bytes":
     return f"{value / 1e6:.1f} MB"
@@ -38,27 +44,36 @@ def status(r: Result) -> str:
 
 
 def markdown(rows: Sequence[Result], copy_gbps: float | None) -> str:
-  """The rows as a Markdown table, headed by the device and the copy bandwidth."""
-  head = ["| op | impl | shape | dtype | median ms | spread (p25–p75) ms | GB/s | "
-          "of copy | temp | speedup vs baseline | agrees |", "|" + "---|" * 11]
+  """The rows as a Markdown table, headed by the device and the large-array copy bandwidth.
+
+  ``ref GB/s`` is each row's own roofline (the copy of its bytes and dtype), ``of copy``
+  its GB/s over that, ``of matmul`` its FLOP rate over the plain matmul of its shape.
+  """
+  head = ["| op | impl | shape | dtype | median ms | spread (p25–p75) ms | compile ms | GB/s | "
+          "ref GB/s | of copy | of matmul | temp | speedup vs baseline | agrees |",
+          "|" + "---|" * 14]
   body = [f"| {r.op} | {r.impl} | {r.shape} | {r.dtype} | {_cell(r.median_ms, 'median_ms')} | "
-          f"{_cell(r.p25_ms, 'p25_ms')}–{_cell(r.p75_ms, 'p75_ms')} | {_cell(r.gbps, 'gbps')} | "
-          f"{_cell(r.fraction_of_copy, 'fraction_of_copy')} | {_cell(r.temp_bytes, 'temp_bytes')}"
-          f" | {_cell(r.speedup, 'speedup')} | {status(r)} |" for r in rows]
+          f"{_cell(r.p25_ms, 'p25_ms')}–{_cell(r.p75_ms, 'p75_ms')} | "
+          f"{_cell(r.compile_ms, 'compile_ms')} | {_cell(r.gbps, 'gbps')} | "
+          f"{_cell(r.ref_gbps, 'ref_gbps')} | {_cell(r.fraction_of_copy, 'fraction_of_copy')} | "
+          f"{_cell(r.fraction_of_matmul, 'fraction_of_matmul')} | "
+          f"{_cell(r.temp_bytes, 'temp_bytes')} | {_cell(r.speedup, 'speedup')} | {status(r)} |"
+          for r in rows]
   dev = f"{rows[0].backend} ({rows[0].device})" if rows else "?"
   copy = f"{copy_gbps:.1f} GB/s" if copy_gbps else "not measured"
-  return "\n".join([f"Device: {dev}. Elementwise-copy bandwidth in this run: {copy}.", "",
+  return "\n".join([f"Device: {dev}. Elementwise-copy bandwidth of a 256 MiB array in this run "
+                    f"(context; each row's `of copy` is over its own `ref GB/s`): {copy}.", "",
                     *head, *body])
 
 
-def text_table(rows: Sequence[Result]) -> str:
-  """The rows as an aligned plain-text table of :data:`COLUMNS` (what the command prints)."""
-  cells = [[status(r)[:40] if k == "correct" else _cell(getattr(r, k), k) for k in COLUMNS]
+def text_table(rows: Sequence[Result], columns: Sequence[str] = COLUMNS) -> str:
+  """The rows as an aligned plain-text table of ``columns`` (what the command prints)."""
+  cells = [[status(r)[:40] if k == "correct" else _cell(getattr(r, k), k) for k in columns]
            for r in rows]
   widths = [max(len(k), *(len(c[i]) for c in cells)) if cells else len(k)
-            for i, k in enumerate(COLUMNS)]
+            for i, k in enumerate(columns)]
   fmt = lambda cs: "  ".join(c.rjust(w) for c, w in zip(cs, widths, strict=True))  # noqa: E731
-  return "\n".join([fmt(COLUMNS), *map(fmt, cells)])
+  return "\n".join([fmt(columns), *map(fmt, cells)])
 
 
 def write_csv(rows: Sequence[Result], path) -> None:
@@ -73,7 +88,8 @@ def write_csv(rows: Sequence[Result], path) -> None:
 
 
 def plot(rows: Sequence[Result], path) -> None:
-  """Bar chart of the fraction of copy bandwidth per op, one bar group per backend."""
+  """Bar chart of the fraction of the same-bytes copy's bandwidth per op, one bar group per
+  backend."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -93,7 +109,7 @@ def plot(rows: Sequence[Result], path) -> None:
     ax.bar(np.arange(len(labels)) + s * width, vals, width, label=f"{impl} ({backend})")
   ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, fontsize=6, rotation=60,
                 ha="right")
-  ax.set_ylabel("fraction of copy bandwidth")
+  ax.set_ylabel("fraction of the same-bytes copy's bandwidth")
   ax.axhline(1.0, color="k", lw=0.5)
   ax.legend(fontsize=6)
   fig.tight_layout()

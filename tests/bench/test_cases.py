@@ -28,6 +28,14 @@ def test_bytes_count_each_input_read_and_each_output_written_once():
   jac = bench.jacobian_cases(8, 4)
   assert {c.bytes for c in jac} == {4 * 8 * 4 * 4 + 4 * 8 * 4}
   assert bench.train_step_cases(16, 4, 3)[0].bytes is None  # not memory-bound
+  assert by_op["softmax"].flops is None and by_op["softmax"].matmul is None
+
+
+def test_the_linear_loss_counts_its_matmuls_and_names_the_reference_matmul():
+  (case,) = bench.linear_cases(16, 8, 64, "bfloat16")
+  assert case.bytes is None  # its cost is the matmuls
+  assert case.flops == 3 * 2 * 16 * 8 * 64  # logits, dL/dh, dL/dW: 2 N H V each
+  assert case.matmul == (16, 8, 64) and case.dtype == "bfloat16"
 
 
 def test_the_jacobian_has_every_baseline_and_the_write_floor_is_not_compared():

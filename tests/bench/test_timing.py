@@ -1,7 +1,9 @@
-"""softmax_jax.bench._timing: a case is timed beside its baseline, and a wrong or failing
-implementation is marked, not timed as if it were right.  Speed itself is not tested."""
+"""softmax_jax.bench._timing: a case is timed beside its baseline and its roofline at its own
+size, with its compile time, and a wrong or failing implementation is marked, not timed as
+if it were right.  Speed itself is not tested."""
 
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +22,7 @@ def _case(ours, baseline=jax.nn.softmax, *, rtol=1e-5, make_inputs=None):
 
 def test_run_case_times_ours_then_the_baseline_with_its_figures():
   ours, base = bench.run_case(_case(lambda z: jax.nn.softmax(z) + 0.0), reps=5,
-                              key=jax.random.key(0), copy_gbps=10.0)
+                              key=jax.random.key(0))
   assert (ours.impl, base.impl) == ("softmax_jax", "jax.nn.softmax")
   assert ours.baseline == base.baseline == "jax.nn.softmax"
   assert ours.correct and base.correct and not ours.failed
@@ -28,15 +30,81 @@ def test_run_case_times_ours_then_the_baseline_with_its_figures():
   for r in (ours, base):
     assert 0 < r.p25_ms <= r.median_ms <= r.p75_ms
     assert r.gbps == pytest.approx(2 * 4 * 32 / (r.median_ms / 1e3) / 1e9)
-    assert r.fraction_of_copy == pytest.approx(r.gbps / 10.0)
+    # the roofline: the copy of the same bytes and dtype, timed in the same run
+    assert r.ref_gbps > 0 and r.fraction_of_copy == pytest.approx(r.gbps / r.ref_gbps)
+    assert r.gflops is r.ref_gflops is r.fraction_of_matmul is None  # not a matmul case
+    assert 0 < r.compile_ms <= r.first_call_ms
+  assert ours.ref_gbps == base.ref_gbps  # one reference for the case
   assert ours.speedup > 0 and base.speedup is None  # the ratio is on our row only
+
+
+def test_without_the_reference_the_fraction_is_over_the_figure_given():
+  rows = bench.run_case(_case(jax.nn.softmax), reps=1, key=jax.random.key(0), copy_gbps=10.0,
+                        reference=False)
+  assert all(r.ref_gbps == 10.0 and r.fraction_of_copy == pytest.approx(r.gbps / 10.0)
+             for r in rows)
+  rows = bench.run_case(_case(jax.nn.softmax), reps=1, key=jax.random.key(0), reference=False)
+  assert all(r.ref_gbps is None and r.fraction_of_copy is None for r in rows)
+
+
+def test_the_reference_is_measured_once_per_bytes_and_dtype():
+  memo = {}
+  first = bench.run_case(_case(jax.nn.softmax), reps=1, key=jax.random.key(0), memo=memo)
+  assert list(memo) == [("copy", 2 * 4 * 32, "float32")]
+  memo[("copy", 2 * 4 * 32, "float32")] = 123.0  # a second case of that size reads it back
+  again = bench.run_case(_case(jax.nn.log_softmax, jax.nn.log_softmax), reps=1,
+                         key=jax.random.key(1), memo=memo)
+  assert first[0].ref_gbps != 123.0 and {r.ref_gbps for r in again} == {123.0}
+  other = bench.Case("softmax", (4, 16), "bfloat16", jax.nn.softmax,
+                     {"jax.nn.softmax": jax.nn.softmax},
+                     lambda k: (jax.random.normal(k, (4, 16), jnp.bfloat16),), 2 * 2 * 64, 1e-2)
+  bench.run_case(other, reps=1, key=jax.random.key(2), memo=memo)
+  assert ("copy", 2 * 2 * 64, "bfloat16") in memo and len(memo) == 2
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_the_copy_reference_moves_the_case_bytes_and_is_not_folded_away(dtype):
+  from softmax_jax.bench._timing import _copy_reference
+
+  ref = _copy_reference(1 << 20, dtype)
+  (a,) = ref.arg_sets[0]
+  assert a.dtype == jnp.dtype(dtype) and ref.work == 1 << 20 == 2 * a.size * a.dtype.itemsize
+  assert len(ref.arg_sets) == 8  # in cache: it rotates among buffers as the case does
+  out = jax.jit(ref.fn)(a)
+  assert out.dtype == a.dtype and bool((out != a).all())  # the scale is not 1 in this dtype
+
+
+def test_a_matmul_case_is_judged_against_the_plain_matmul_of_its_shape():
+  (case,) = bench.linear_cases(16, 8, 64)
+  ours, base = bench.run_case(case, reps=1, key=jax.random.key(0))
+  assert ours.correct and base.correct
+  for r in (ours, base):
+    assert r.gbps is r.ref_gbps is r.fraction_of_copy is None  # not memory-bound
+    assert r.gflops == pytest.approx(3 * 2 * 16 * 8 * 64 / (r.median_ms / 1e3) / 1e9)
+    assert r.ref_gflops > 0 and r.fraction_of_matmul == pytest.approx(r.gflops / r.ref_gflops)
+
+
+def test_compile_time_is_the_trace_and_compile_of_each_implementation_not_the_call():
+  traces = []
+
+  def slow_to_trace(z):
+    traces.append(1)
+    time.sleep(0.2)  # at trace time only: the compiled program does not sleep
+    return jax.nn.softmax(z)
+
+  for _ in range(2):  # a fresh program every time, never an earlier case's
+    ours, base = bench.run_case(_case(slow_to_trace), reps=2, key=jax.random.key(0),
+                                reference=False)
+    assert ours.compile_ms >= 200 and ours.median_ms < 200 and ours.first_call_ms >= 200
+    assert base.compile_ms < ours.compile_ms
+  assert len(traces) == 2
 
 
 def test_a_wrong_answer_marks_both_implementations():
   rows = bench.run_case(_case(lambda z: jax.nn.softmax(z) * 1.01), reps=1,
-                        key=jax.random.key(0), copy_gbps=None)
+                        key=jax.random.key(0))
   assert [r.correct for r in rows] == [False, False]
-  assert all(r.fraction_of_copy is None for r in rows)  # no copy bandwidth measured
+  assert all(r.fraction_of_copy > 0 for r in rows)  # timed, with every figure, yet wrong
   assert [bench.status(r) for r in rows] == ["WRONG", "WRONG"]
 
 
@@ -51,8 +119,9 @@ def test_an_implementation_that_fails_is_a_failed_row_and_the_baseline_is_still_
   def broken(z):
     raise NotImplementedError("no kernel | for this backend")
 
-  ours, base = bench.run_case(_case(broken), reps=2, key=jax.random.key(0), copy_gbps=None)
+  ours, base = bench.run_case(_case(broken), reps=2, key=jax.random.key(0))
   assert ours.failed and not ours.correct and math.isnan(ours.median_ms)
+  assert ours.compile_ms is None and ours.fraction_of_copy is None
   assert ours.note == "failed: NotImplementedError: no kernel | for this backend"
   assert bench.status(ours) == "failed: NotImplementedError: no kernel / for this backend"
   assert ours.speedup is None and ours.temp_bytes is None
@@ -67,7 +136,7 @@ def test_small_inputs_rotate_among_several_buffers():
     return (jax.random.normal(k, SHAPE),)
 
   bench.run_case(_case(jax.nn.softmax, make_inputs=make), reps=1, key=jax.random.key(0),
-                 copy_gbps=None)
+                 reference=False)
   assert len(keys) == 8  # far below the cache size: eight copies of the inputs
   assert len({int(jax.random.key_data(k).sum()) for k in keys}) == 8
 
@@ -81,6 +150,7 @@ def test_run_reports_progress_and_returns_rows_and_copy_bandwidth():
   rows, copy_gbps = timings
   assert copy_gbps is None and timings.rows is rows
   assert [r.impl for r in rows] == ["softmax_jax", "jax.nn.softmax"]
+  assert all(r.ref_gbps > 0 for r in rows)  # each case's own roofline, without the large copy
 
 
 def test_copy_bandwidth_is_measured():
