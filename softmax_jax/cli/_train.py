@@ -279,7 +279,9 @@ def _report(metrics, out) -> str:
                   if metrics.get("stopped_early") else "")
                + f", {metrics['seconds_this_session']:.1f} s, backend {metrics['backend']} "
                f"({metrics['device']}"
-               + (f", mesh {metrics['mesh']}" if metrics.get("mesh") else "") + ")")
+               + (f", mesh {metrics['mesh']}" if metrics.get("mesh") else "") + ")"
+               + (", {count} XLA compilations ({seconds:.1f} s)".format(
+                   **metrics["compilations"]) if metrics.get("compilations") else ""))
   lines.append(f"run directory: {out}")
   return "\n".join(lines)
 

@@ -6,8 +6,10 @@ by :func:`write_outputs`, marks the run complete.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import threading
 from typing import Any, NamedTuple
 
 import jax
@@ -18,6 +20,35 @@ from softmax_jax.train._config import TrainConfig, compute_dtype_of
 from softmax_jax.train._datasets import _csv
 
 PARTS = ("train", "val", "test")
+
+
+class Compilations:
+  """The XLA compilations made while it is entered (JAX's ``backend_compile`` events, in
+  every thread), for ``metrics.json``: ``count`` and ``seconds``.  Programs compiled
+  earlier in the process, or found in the persistent cache, are not compiled again and
+  do not count."""
+
+  EVENT = "/jax/core/compile/backend_compile_duration"
+
+  def __init__(self):
+    self.count, self.seconds = 0, 0.0
+    self._lock = threading.Lock()
+
+  def _listen(self, event, duration, **kwargs) -> None:
+    if event == self.EVENT:
+      with self._lock:
+        self.count, self.seconds = self.count + 1, self.seconds + duration
+
+  def __enter__(self) -> Compilations:
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    with contextlib.suppress(ValueError):  # already removed
+      jax.monitoring.unregister_event_duration_listener(self._listen)
+
+  def to_dict(self) -> dict:
+    return {"count": self.count, "seconds": round(self.seconds, 3)}
 
 
 class Scores(NamedTuple):
@@ -73,7 +104,7 @@ def _score(config: TrainConfig, params, arrays: dict) -> tuple[dict[str, Scores]
 
 def write_outputs(out, config: TrainConfig, data, prep, result: _loop.TrainResult,
                   seconds: float, plots: bool, mesh=None,
-                  separate: _figures.SeparateModel | None = None) -> dict:
+                  compilations: Compilations | None = None) -> dict:
   """Write every output of the run in ``out`` (the manifest last); returns the metrics.
 
   Args:
@@ -85,8 +116,8 @@ def write_outputs(out, config: TrainConfig, data, prep, result: _loop.TrainResul
     seconds: the training time of this session.
     plots: draw the figures.
     mesh: the data-parallel mesh's shape, for ``metrics.json``.
-    separate: the iris figure's separate model, started with the run (see
-      ``_figures``); trained here when it is needed and was not started.
+    compilations: the run's :class:`Compilations`, for ``metrics.json`` (read once the
+      figures, the last to compile, are drawn).
   """
   dtype = np.dtype(config.dtype)
   params = result.params
@@ -106,6 +137,12 @@ def write_outputs(out, config: TrainConfig, data, prep, result: _loop.TrainResul
   if result.stopped_early:
     best = min(result.history, key=lambda r: r["val_loss"])
     metrics["best_epoch"] = best["epoch"]
+  written = ["config.json", "metrics.json", "history.csv", "params.npz", "model.json"]
+  if plots:
+    written += _figures.draw(out, config, prep, params, result.history, arrays,
+                             test_predictions)
+  if compilations is not None:
+    metrics["compilations"] = compilations.to_dict()
   metrics = _rundir.finite_or_none(metrics)  # an empty split has no accuracy: null, not NaN
   _rundir.write_json(out / "metrics.json", metrics)
   _write_history(result.history, out / "history.csv")
@@ -117,10 +154,6 @@ def write_outputs(out, config: TrainConfig, data, prep, result: _loop.TrainResul
       "label_name": _label_name(prep.dataset, data),
       "standardizer": prep.scaler.to_dict(), "dtype": config.dtype,
       "compute_dtype": config.compute_dtype})
-  written = ["config.json", "metrics.json", "history.csv", "params.npz", "model.json"]
-  if plots:
-    written += _figures.draw(out, config, prep, params, result.history, arrays,
-                             test_predictions, separate)
   _rundir.write_manifest(out, written, complete=True)  # last: the run is complete
   return metrics
 

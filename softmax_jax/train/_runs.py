@@ -33,7 +33,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from softmax_jax.train import _datasets, _figures, _loop, _outputs, _rundir
+from softmax_jax.train import _datasets, _loop, _outputs, _rundir
 from softmax_jax.train._checkpoint import (
   Checkpointer,
   CheckpointError,
@@ -196,15 +196,17 @@ def train_run(config: TrainConfig, data: DataConfig, out, *, checkpoint_every: i
     _loop.check_data_parallel(config, mesh)
   prep = prepare(data)  # bad data is refused before anything is written
   writer = jax.process_index() == 0
-  with _rundir.RunLock(out) if writer else contextlib.nullcontext():
+  with (_rundir.RunLock(out) if writer else contextlib.nullcontext(),
+        _outputs.Compilations() as compilations):
     return _train_locked(config, data, out, prep, checkpoint_every=checkpoint_every,
                          resume=resume, overwrite=overwrite, plots=plots, on_epoch=on_epoch,
                          stop_after=stop_after, should_stop=should_stop, mesh=mesh,
-                         multi=multi, writer=writer)
+                         multi=multi, writer=writer, compilations=compilations)
 
 
 def _train_locked(config, data, out, prep, *, checkpoint_every, resume, overwrite, plots,
-                  on_epoch, stop_after, should_stop, mesh, multi, writer) -> dict:
+                  on_epoch, stop_after, should_stop, mesh, multi, writer,
+                  compilations) -> dict:
   """The part of :func:`train_run` that runs while holding the directory's lock."""
   dtype = np.dtype(config.dtype)
   x, y = prep.arrays("train", dtype)
@@ -214,36 +216,29 @@ def _train_locked(config, data, out, prep, *, checkpoint_every, resume, overwrit
   ckpt = (NoCheckpoints() if multi else
           Checkpointer(out / "checkpoints",
                        _fingerprint(config, [prep.arrays(p, dtype) for p in _outputs.PARTS])))
-  separate = None
-  try:
-    with ckpt:
-      restored = _restore(ckpt, config, x.shape[1], n_classes, out) if resume else None
-      # Written only once the checkpoint (if any) is known to belong to this configuration;
-      # until the final manifest the directory reads as incomplete.
-      if writer:
-        _rundir.remove_manifest(out)
-        _rundir.write_json(out / "config.json",
-                           {"train": config.to_dict(), "data": dataclasses.asdict(data),
-                            "checkpoint_every": checkpoint_every})
-        _rundir.write_manifest(out, ["config.json"], complete=False)
-      if plots and writer and _figures.needs_separate_model(prep):
-        separate = _figures.SeparateModel(x, y, config, n_classes)
-      session = _train(config, (x, y), prep.arrays("val", dtype), n_classes, restored, ckpt,
-                       checkpoint_every=checkpoint_every, on_epoch=on_epoch,
-                       stop_after=stop_after, should_stop=should_stop, mesh=mesh)
-    if session.interrupted:
-      raise Interrupted(session.epoch, out)
-    result = session.trainer.result()
-    if mesh is not None:  # replicated global arrays -> host copies for the outputs
-      result.params = jax.device_get(result.params)
-    if not writer:
-      return {}
-    return _outputs.write_outputs(out, config, data, prep, result, session.seconds, plots,
-                                  mesh=None if mesh is None else dict(mesh.shape),
-                                  separate=separate)
-  finally:
-    if separate is not None:  # done already unless the run ended early
-      separate.cancel()
+  with ckpt:
+    restored = _restore(ckpt, config, x.shape[1], n_classes, out) if resume else None
+    # Written only once the checkpoint (if any) is known to belong to this configuration;
+    # until the final manifest the directory reads as incomplete.
+    if writer:
+      _rundir.remove_manifest(out)
+      _rundir.write_json(out / "config.json",
+                         {"train": config.to_dict(), "data": dataclasses.asdict(data),
+                          "checkpoint_every": checkpoint_every})
+      _rundir.write_manifest(out, ["config.json"], complete=False)
+    session = _train(config, (x, y), prep.arrays("val", dtype), n_classes, restored, ckpt,
+                     checkpoint_every=checkpoint_every, on_epoch=on_epoch,
+                     stop_after=stop_after, should_stop=should_stop, mesh=mesh)
+  if session.interrupted:
+    raise Interrupted(session.epoch, out)
+  result = session.trainer.result()
+  if mesh is not None:  # replicated global arrays -> host copies for the outputs
+    result.params = jax.device_get(result.params)
+  if not writer:
+    return {}
+  return _outputs.write_outputs(out, config, data, prep, result, session.seconds, plots,
+                                mesh=None if mesh is None else dict(mesh.shape),
+                                compilations=compilations)
 
 
 def _make_room(out: pathlib.Path, resume: bool, overwrite: bool) -> None:

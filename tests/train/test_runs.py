@@ -175,10 +175,12 @@ def test_a_float64_run(float64_run):
 
 
 @pytest.mark.internals
-def test_a_default_run_compiles_three_programs(tmp_path):
-  """The default iris run (no plots) compiles the initial state, the epoch, and one
-  scoring program for every split; op-by-op dispatch would add dozens.  An upper
-  bound, as programs other tests compiled already are not compiled again."""
+@pytest.mark.parametrize("plots,most", [(False, 3), (True, 4)])
+def test_a_default_run_compiles_a_few_programs_and_says_how_many(tmp_path, plots, most):
+  """The default iris run compiles the initial state, the epoch, one scoring program
+  for every split and, with plots, the decision regions' grid; op-by-op dispatch would
+  add dozens.  An upper bound, as programs other tests compiled already are not
+  compiled again; ``metrics.json`` reports the count JAX's own events give."""
   from jax import monitoring
 
   compiles = []
@@ -189,7 +191,11 @@ def test_a_default_run_compiles_three_programs(tmp_path):
 
   monitoring.register_event_duration_secs_listener(listen)
   try:
-    train_run(TrainConfig(epochs=3), DataConfig(), tmp_path / "run", plots=False)
+    metrics = train_run(TrainConfig(epochs=3), DataConfig(), tmp_path / "run", plots=plots)
   finally:
     monitoring.unregister_event_duration_listener(listen)
-  assert len(compiles) <= 3, len(compiles)
+  assert len(compiles) <= most, len(compiles)
+  assert metrics["compilations"]["count"] == len(compiles)
+  assert metrics["compilations"]["seconds"] == pytest.approx(sum(compiles), abs=2e-3)
+  saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+  assert saved["compilations"] == metrics["compilations"]
