@@ -69,20 +69,81 @@ def cpu_targets(rows) -> list[tuple[str, str, str, bool | None]]:
   return out
 
 
+READING = [
+    "Produced by `softmax-jax bench --json` and `experiments/backend_benchmark.py`. Every "
+    "ratio compares two implementations timed alternately in the same process, so a noisy "
+    "machine still gives a fair comparison; absolute times mean something only on a GPU or "
+    "TPU with the card named. `temp` is the compiled executable's `memory_analysis()` "
+    "temporary size.", "",
+    "* **`GB/s`, `ref GB/s` and `of copy`.** Bytes count each input read once and each "
+    "output written once. `ref GB/s` is the bandwidth of an elementwise copy "
+    "`a * (1 + eps)` of the case's dtype that reads and writes the same number of bytes, "
+    "its buffers rotating the same way (so it sits in cache exactly when the case's inputs "
+    "do), timed in the same run between the case's own blocks of repetitions. `of copy` is "
+    "`GB/s / ref GB/s`: about 1 means the operation moves its data as fast as this device "
+    "copies data of that size; far below 1 means time goes to something other than memory "
+    "traffic (compute, extra passes, temporaries, dispatch). A case that writes much more "
+    "than it reads (the dense Jacobian) can exceed 1 slightly, since the copy reads as many "
+    "bytes as it writes. The copy of a 256 MiB array named above each table is context "
+    "only.",
+    "* **`of matmul`.** The linear loss's cost is matmuls: value and gradient need at least "
+    "three `[N, H] @ [H, V]`-sized products (the logits, the gradients of `h` and `W`), "
+    "`6 N H V` floating-point operations. `of matmul` is that work's rate over the rate of "
+    "one plain `x @ w` of the same shape and dtype timed in the same run (equivalently, "
+    "three matmul times over the case's time); 1 would be three plain matmuls' time. It can "
+    "exceed 1 where the plain matmul is limited by writing its `[N, V]` output (a small `H`), "
+    "which a chunked loss never writes.",
+    "* **`compile ms`.** Trace, lower and XLA-compile of a fresh `jax.jit` of the "
+    "implementation at the case's shapes (the JSON also has `first_call_ms`: that plus the "
+    "first execution, what a first call costs). JAX's caches of inner jitted functions are "
+    "shared within a run; its persistent compilation cache is off unless the context below "
+    "says otherwise.",
+    "* **Context.** Each JSON holds a `context`: the versions of jax, jaxlib, optax and this "
+    "package, the backend, device kind and count, the CPU model and usable cores, `XLA_FLAGS`, "
+    "the JAX settings, the full command, the date and the git commit.", ""]
+
+
+def _context_lines(run: dict) -> list[str]:
+  ctx = run.get("context")
+  if not ctx:
+    return []
+  v, cpu = ctx.get("versions", {}), ctx.get("cpu", {})
+  versions = ", ".join(f"{k} {v[k]}" for k in ("jax", "jaxlib", "optax", "softmax_jax")
+                       if v.get(k))
+  lines = [f"Context: {versions}; {ctx.get('backend')} ({ctx.get('device_kind')}) × "
+           f"{ctx.get('device_count')}; CPU {cpu.get('model')}, {cpu.get('cpu_count')} cores "
+           f"({cpu.get('usable_cpus')} usable); XLA_FLAGS `{ctx.get('xla_flags') or ''}`; "
+           f"{ctx.get('date')}, commit {ctx.get('git_commit') or '?'}."]
+  if ctx.get("command"):
+    lines.append(f"Command: `{ctx['command']}`.")
+  return [*lines, ""]
+
+
+def compile_summary(rows: list[bench.Result]) -> str | None:
+  """One line on the compile times of a run (``None`` if it has none)."""
+  timed = [r for r in rows if r.compile_ms is not None]
+  if not timed:
+    return None
+  ours = sum(r.compile_ms for r in timed if r.impl == "softmax_jax") / 1e3
+  slowest = max(timed, key=lambda r: r.compile_ms)
+  return (f"Compile time: {len(timed)} programs, {sum(r.compile_ms for r in timed) / 1e3:.1f} s "
+          f"in all ({ours:.1f} s this package's); the slowest {slowest.compile_ms:.0f} ms "
+          f"({slowest.op} {slowest.shape} {slowest.dtype}, {slowest.impl}).")
+
+
 def render(runs: list[dict]) -> str:
-  lines = ["# Benchmarks", "",
-           "Produced by `softmax-jax bench --json` and `experiments/backend_benchmark.py`. Every "
-           "ratio compares two implementations timed alternately in the same process, so a noisy "
-           "machine still gives a fair comparison; absolute times mean something only on a GPU or "
-           "TPU with the card named. Bytes count each input read once and each output written "
-           "once; `of copy` is that bandwidth over the elementwise-copy bandwidth measured in the "
-           "same run. `temp` is the compiled executable's `memory_analysis()` temporary size.", ""]
+  lines = ["# Benchmarks", "", *READING]
   for run in runs:
     rows = [bench.Result(**r) for r in run["rows"]]
     dev = f"{rows[0].backend}, {rows[0].device}" if rows else "?"
     lines += [f"## {run.get('label', dev.upper() if dev.startswith('cpu') else dev)}", ""]
     if run.get("machine"):
       lines += [run["machine"], ""]
+    lines += _context_lines(run)
+    if rows and all(r.ref_gbps is None for r in rows):
+      lines += ["This run predates the per-case references and compile times: its `of copy` "
+                "is over the 256 MiB copy, so operations whose data sit in cache read above 1.",
+                ""]
     if rows and rows[0].backend == "cpu":
       lines += ["### The CPU targets", "", "| figure | target | measured | met |",
                 "|---|---|---|---|"]
@@ -90,7 +151,9 @@ def render(runs: list[dict]) -> str:
         met = "-" if ok is None else "yes" if ok else "no"
         lines.append(f"| {what} | {target} | {value} | {met} |")
       lines.append("")
-    lines += ["### All rows", "", bench.markdown(rows, run.get("copy_gbps")), ""]
+    summary = compile_summary(rows)
+    lines += ["### All rows", "", *([summary, ""] if summary else []),
+              bench.markdown(rows, run.get("copy_gbps")), ""]
   return "\n".join(lines)
 
 
@@ -118,7 +181,8 @@ def main() -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("json", nargs="+", type=pathlib.Path)
   parser.add_argument("--out", type=pathlib.Path, default=DOCS / "benchmarks.md")
-  parser.add_argument("--plot", type=pathlib.Path, default=DOCS / "benchmarks.png")
+  parser.add_argument("--plot", type=pathlib.Path, default=DOCS / "benchmarks.png",
+                      help="the bar chart of the fraction of copy (--plot '' for none)")
   parser.add_argument("--notes", type=pathlib.Path, help="markdown appended after the tables")
   parser.add_argument("--runs", nargs="*", type=pathlib.Path, default=[],
                       help="more CPU runs of the first file's command, tabulated with it")
@@ -130,9 +194,9 @@ def main() -> int:
   if args.notes:
     text += "\n" + args.notes.read_text()
   args.out.write_text(text)
-  if args.plot:
+  if args.plot and str(args.plot) not in ("", "."):
     bench.plot([bench.Result(**r) for run in runs for r in run["rows"]], args.plot)
-  print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
+  print(f"wrote {args.out}" + (f" and {args.plot}" if str(args.plot) not in ("", ".") else ""))
   return 0
 
 

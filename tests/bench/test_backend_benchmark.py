@@ -56,3 +56,34 @@ def test_runs_that_disagree_on_the_figures_are_refused(report):
   del short["rows"][0]
   with pytest.raises(ValueError, match="not in every run"):
     report.runs_table([_run(), short])
+
+
+def _result_row(**fields):
+  base = dict(op="softmax", impl="softmax_jax", baseline="jax.nn.softmax", shape="64x32",
+              dtype="float32", backend="cpu", device="cpu", median_ms=0.5, p25_ms=0.4,
+              p75_ms=0.6, bytes=16384, gbps=32.8, fraction_of_copy=0.5, temp_bytes=0,
+              speedup=1.25, correct=True, note="")
+  return {**base, **fields}
+
+
+def test_a_run_with_context_and_compile_times_shows_them(report):
+  ctx = {"versions": {"jax": "0.10.2", "jaxlib": "0.10.2", "optax": "0.2.8"},
+         "backend": "cpu", "device_kind": "cpu", "device_count": 1,
+         "cpu": {"model": "AMD EPYC", "cpu_count": 2, "usable_cpus": 2}, "xla_flags": "",
+         "date": "2026-12-01", "git_commit": "abc", "command": "softmax-jax bench --quick"}
+  rows = [_result_row(ref_gbps=65.6, compile_ms=300.0),
+          _result_row(impl="jax.nn.softmax", speedup=None, ref_gbps=65.6, compile_ms=100.0)]
+  text = report.render([{"machine": "m", "copy_gbps": 7.0, "context": ctx, "rows": rows}])
+  assert ("Context: jax 0.10.2, jaxlib 0.10.2, optax 0.2.8; cpu (cpu) × 1; CPU AMD EPYC, 2 "
+          "cores (2 usable)") in text
+  assert "Command: `softmax-jax bench --quick`." in text
+  assert ("Compile time: 2 programs, 0.4 s in all (0.3 s this package's); the slowest 300 ms "
+          "(softmax 64x32 float32, softmax_jax).") in text
+  assert "predates the per-case references" not in text
+  assert "| 300 | 32.8 | 65.6 | 0.50 | - |" in text
+
+
+def test_a_run_from_before_the_references_says_what_its_fraction_is_over(report):
+  text = report.render([{"machine": "m", "copy_gbps": 7.0, "rows": [_result_row()]}])
+  assert "This run predates the per-case references and compile times" in text
+  assert "Compile time:" not in text and "Context:" not in text

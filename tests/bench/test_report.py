@@ -60,7 +60,9 @@ def test_rows_written_before_the_roofline_and_compile_fields_still_load():
                       "first_call_ms")}
   row = bench.Result(**old)
   assert row.ref_gbps is None and row.compile_ms is None and row.fraction_of_copy == 0.5
-  assert "| - | 32.8 | - | 0.50 | - |" in bench.markdown([row], None)
+  text = bench.markdown([row], 7.5)
+  assert "| - | 32.8 | - | 0.50 | - |" in text
+  assert "256 MiB array in this run (`of copy` is over it): 7.5 GB/s." in text
 
 
 def test_csv_holds_every_field_of_every_row(tmp_path):
