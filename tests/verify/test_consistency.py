@@ -1,0 +1,274 @@
+"""vmap against a loop, jit against eager, second order against finite differences
+(softmax_jax/verify/_consistency.py): each planted fault is caught and named, correct
+functions raise no alarm."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.custom_batching import custom_vmap
+
+from softmax_jax import log_softmax, softmax
+from softmax_jax.losses import cross_entropy_with_integer_labels
+from softmax_jax.verify import _consistency as consistency
+
+KEY = jax.random.key(3)
+X = jnp.array([[0.5, -1.0, 2.0, 0.3], [0.1, 0.2, 3.0, -0.7]])
+
+
+def run(fn, *args, modes=("fwd", "rev"), order=1, key=KEY):
+  t = consistency.target(fn, args)
+  checks = consistency.batching_and_jit_checks(t, modes, key)
+  if order == 2:
+    checks += consistency.second_order_checks(t, modes, key)
+  return {f"{c.mode} vs {c.reference}": c for c in checks}
+
+
+def statuses(checks):
+  return {name: c.status for name, c in checks.items()}
+
+
+# ---------------------------------------------------------------------------
+# Planted faults
+# ---------------------------------------------------------------------------
+
+
+def row_dot(factor):
+  """``Σ_i a_i b_i`` over the last axis, with a batching rule off by ``factor``."""
+  @custom_vmap
+  def dot(a, b):
+    return jnp.sum(a * b, -1)
+
+  @dot.def_vmap
+  def _rule(axis_size, in_batched, a, b):
+    a, b = (v if batched else jnp.broadcast_to(v, (axis_size, *v.shape))
+            for v, batched in zip((a, b), in_batched, strict=True))
+    return factor * jnp.sum(a * b, -1), True
+
+  return dot
+
+
+def squared_norm_jvp_batched_wrong(factor):
+  """``Σ x²`` with a custom_jvp rule whose batched form is off by ``factor``."""
+  dot = row_dot(factor)
+
+  @jax.custom_jvp
+  def squared_norm(x):
+    return jnp.sum(x ** 2, -1)
+
+  @squared_norm.defjvp
+  def _jvp(primals, tangents):
+    (x,), (v,) = primals, tangents
+    return squared_norm(x), dot(2 * x, v)  # d Σx² = 2⟨x, v⟩
+
+  return squared_norm
+
+
+def scaled_by_sum_vjp_batched_wrong(factor):
+  """``x·Σx`` with a custom_vjp whose backward pass is off by ``factor`` under vmap."""
+  dot = row_dot(factor)
+
+  @jax.custom_vjp
+  def scaled(x):
+    return x * jnp.sum(x, -1, keepdims=True)
+
+  def fwd(x):
+    return scaled(x), x
+
+  def bwd(x, u):  # uᵀJ = u Σx + ⟨u, x⟩ 1
+    return (u * jnp.sum(x, -1, keepdims=True) + dot(u, x)[..., None],)
+
+  scaled.defvjp(fwd, bwd)
+  return scaled
+
+
+@pytest.mark.parametrize("factor", [1.01, 0.0])
+def test_a_wrong_batching_rule_of_a_jvp_is_caught_and_named(factor):
+  checks = run(squared_norm_jvp_batched_wrong(factor), X[0], modes=("fwd",))
+  assert statuses(checks) == {"vmap(fwd) vs loop": "FAIL", "jit(fwd) vs eager": "ok"}
+  bad = checks["vmap(fwd) vs loop"]
+  assert bad.where.startswith("example ") and "output" in bad.where
+  assert bad.max_rel_err == pytest.approx(abs(factor - 1), rel=1e-3)
+
+
+def test_a_wrong_batching_rule_of_a_vjp_is_caught_at_its_leaf():
+  checks = run(scaled_by_sum_vjp_batched_wrong(1.01), X, modes=("rev",))
+  assert statuses(checks) == {"vmap(rev) vs loop": "FAIL", "jit(rev) vs eager": "ok"}
+  assert "args[0][" in checks["vmap(rev) vs loop"].where
+  assert checks["vmap(rev) vs loop"].bound < 1e-4  # a rounding-level bound in float32
+
+
+def test_the_correct_batching_rule_passes():
+  checks = run(scaled_by_sum_vjp_batched_wrong(1.0), X, modes=("rev",))
+  assert statuses(checks) == {"vmap(rev) vs loop": "ok", "jit(rev) vs eager": "ok"}
+
+
+def sine_with_traced_branch_wrong():
+  """``sin`` whose JVP rule, when its input is not concrete (traced by jit or vmap), takes a
+  branch with a 1 % error in its derivative: right whenever it runs eagerly."""
+  @jax.custom_jvp
+  def sine(x):
+    return jnp.sin(x)
+
+  @sine.defjvp
+  def _jvp(primals, tangents):
+    (x,), (v,) = primals, tangents
+    try:
+      small = bool(jnp.all(jnp.abs(x) < 10.0))  # concrete: the exact derivative
+    except jax.errors.ConcretizationTypeError:
+      small = False
+    derivative = jnp.cos(x) if small else 1.01 * jnp.cos(x)
+    return jnp.sin(x), derivative * v
+
+  return sine
+
+
+def test_a_rule_wrong_only_when_traced_is_caught_by_jit_against_eager():
+  checks = run(sine_with_traced_branch_wrong(), X)
+  # fwd and rev (the transposed JVP) both run the rule; the loop and the batch are both
+  # compiled, so they agree, and only the eager run sees concrete values
+  assert statuses(checks) == {"vmap(fwd) vs loop": "ok", "jit(fwd) vs eager": "FAIL",
+                              "vmap(rev) vs loop": "ok", "jit(rev) vs eager": "FAIL"}
+  assert checks["jit(fwd) vs eager"].max_rel_err == pytest.approx(0.01, rel=1e-2)
+  assert checks["jit(fwd) vs eager"].where.startswith("output[")
+  assert checks["jit(rev) vs eager"].where.startswith("args[0][")
+
+
+def sine_with_frozen_derivative():
+  """``sin`` whose JVP rule is right to first order but is constant in ``x`` (a
+  ``stop_gradient`` too many): its second derivative is 0 instead of ``−sin``."""
+  @jax.custom_jvp
+  def sine(x):
+    return jnp.sin(x)
+
+  @sine.defjvp
+  def _jvp(primals, tangents):
+    (x,), (v,) = primals, tangents
+    return jnp.sin(x), jnp.cos(jax.lax.stop_gradient(x)) * v
+
+  return sine
+
+
+def test_a_wrong_second_derivative_is_caught_by_both_second_order_modes():
+  checks = run(sine_with_frozen_derivative(), X, order=2)
+  assert checks["vmap(fwd) vs loop"].passed and checks["jit(rev) vs eager"].passed
+  assert checks["fwd-over-rev vs fd"].status == "FAIL"
+  assert checks["rev-over-rev vs fd"].status == "FAIL"
+  assert checks["fwd-over-rev vs rev-over-rev"].status == "ok"  # they agree: both are wrong
+  assert checks["fwd-over-rev vs fd"].where.startswith("args[0][")
+
+
+def test_a_one_percent_second_derivative_error_is_caught_in_float32():
+  @jax.custom_jvp
+  def cube(x):
+    return x ** 3
+
+  @cube.defjvp
+  def _jvp(primals, tangents):  # d x³ = 3x² v, written so its own derivative is 1 % off
+    (x,), (v,) = primals, tangents
+    x_off = jax.lax.stop_gradient(x) * -0.01 + 1.01 * x  # the value of x, 1.01 its derivative
+    return cube(x), 3 * x * x_off * v
+
+  checks = run(cube, X + 2.0, modes=("rev",), order=2)
+  assert checks["rev-over-rev vs fd"].status == "FAIL"
+  assert 0.003 < checks["rev-over-rev vs fd"].max_rel_err < 0.01
+
+
+# ---------------------------------------------------------------------------
+# Unavailable modes, arguments, names
+# ---------------------------------------------------------------------------
+
+
+def test_forward_mode_of_a_custom_vjp_is_reported_unavailable_not_raised():
+  @jax.custom_vjp
+  def sine(x):
+    return jnp.sin(x)
+
+  sine.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (jnp.cos(x) * g,))
+  checks = run(sine, X, order=2)
+  assert checks["vmap(fwd) vs loop"].status == "unavailable"
+  assert "custom_vjp" in checks["jit(fwd) vs eager"].note
+  assert checks["vmap(rev) vs loop"].passed and checks["rev-over-rev vs fd"].passed
+  assert checks["fwd-over-rev vs fd"].passed  # jvp of the gradient runs the bwd rule
+
+
+def test_reverse_over_reverse_through_a_rule_without_transpose_is_unavailable():
+  checks = run(scaled_by_sum_vjp_batched_wrong(1.0), X, modes=("rev",), order=2)
+  assert checks["rev-over-rev vs fd"].status == "unavailable"
+  assert "reverse-mode" in checks["rev-over-rev vs fd"].note  # custom_vmap has no transpose
+  assert checks["vmap(rev) vs loop"].passed
+
+
+def test_a_mode_without_a_batching_rule_is_unavailable():
+  @jax.custom_jvp
+  def host_sine(x):  # computed on the host: no batching rule
+    return jax.pure_callback(np.sin, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+
+  @host_sine.defjvp
+  def _jvp(primals, tangents):
+    (x,), (v,) = primals, tangents
+    return host_sine(x), jnp.cos(x) * v
+
+  checks = run(host_sine, X, modes=("fwd",))
+  assert statuses(checks) == {"vmap(fwd) vs loop": "unavailable", "jit(fwd) vs eager": "ok"}
+  assert "vmap" in checks["vmap(fwd) vs loop"].note
+
+
+def test_integer_arguments_are_held_fixed_and_paths_name_the_leaf():
+  def loss(params, labels):
+    return cross_entropy_with_integer_labels(params["w"] * X, labels)
+
+  checks = run(loss, {"w": jnp.full((2, 4), 0.5)}, jnp.array([2, 0]))
+  assert all(c.passed for c in checks.values()), checks
+  assert checks["vmap(rev) vs loop"].where.split(": ")[1].startswith("args[0]['w'][")
+
+
+def test_nothing_to_differentiate_is_one_line_naming_args():
+  with pytest.raises(ValueError, match="args has no floating-point or complex leaf"):
+    consistency.target(lambda i: i * 2, (jnp.arange(3),))
+
+
+def test_integer_outputs_are_one_line_naming_the_output():
+  with pytest.raises(ValueError, match=r"fn\(\*args\)\[1\] has dtype int32"):
+    consistency.target(lambda x: (x, jnp.argmax(x)), (X,))
+
+
+# ---------------------------------------------------------------------------
+# No false alarm on correct functions
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_the_package_softmax_raises_no_alarm(dtype):
+  z = (X * 4).astype(dtype)  # a saturated row too: 12 − (−2.8)
+  checks = run(log_softmax, z, order=2) | run(lambda a: softmax(a, axis=0), z)
+  assert all(c.passed for c in checks.values()), [str(c) for c in checks.values()]
+
+
+@pytest.mark.x64
+def test_correct_functions_raise_no_alarm_in_float64():
+  def tree_fn(p):
+    return {"a": jnp.tanh(p["w"]) @ p["b"], "b": jnp.exp(p["b"]).sum()}
+
+  params = {"w": jnp.asarray(X, jnp.float64), "b": jnp.linspace(-1.0, 1.0, 4)}
+  checks = run(tree_fn, params, order=2) | run(softmax, jnp.asarray(X, jnp.float64))
+  assert all(c.passed for c in checks.values()), [str(c) for c in checks.values()]
+  assert max(c.bound for n, c in checks.items() if "over" not in n) < 1e-12  # rounding level
+
+
+def test_complex_inputs_are_compared_by_real_and_imaginary_parts():
+  z = jnp.array([1.0 + 2.0j, -0.5 + 0.1j, 0.3 - 1.0j], jnp.complex64)
+  checks = run(lambda a: jnp.sin(a) * jnp.conj(a), z, order=2)
+  assert {n: c.status for n, c in checks.items() if "over" not in n} == {
+      "vmap(fwd) vs loop": "ok", "jit(fwd) vs eager": "ok",
+      "vmap(rev) vs loop": "ok", "jit(rev) vs eager": "ok"}
+  assert checks["fwd-over-rev vs fd"].status == "unavailable"  # said so, not raised
+  where = consistency.where_of(jax.ShapeDtypeStruct((3,), jnp.complex64), "output")
+  assert [where(i) for i in (0, 1, 5)] == ["output[0].real", "output[0].imag", "output[2].imag"]
+
+
+def test_the_copies_are_distinct_examples_with_the_signs_of_x():
+  copies = consistency.perturbed_copies(KEY, {"w": X}, 3)
+  assert copies[0]["w"] is X
+  for c in copies[1:]:
+    assert np.all(np.sign(c["w"]) == np.sign(X)) and not np.allclose(c["w"], X)
