@@ -8,7 +8,10 @@
    default flags, progress bar on) in a new process, with JAX's persistent
    compilation cache off (``SOFTMAX_JAX_COMPILATION_CACHE=0``), as a first run on a new
    machine is.  Wall time of the whole process, its CPU time (user + system, all
-   threads), and the number of XLA compilations it made (``JAX_LOG_COMPILES``).
+   threads), the number of XLA compilations it made, and the time JAX reports
+   (``JAX_LOG_COMPILES``) for tracing, lowering to MLIR and XLA-compiling its
+   programs: ``compile_s`` the XLA part, ``first_call_s`` the three together (what the
+   first calls of the jitted programs cost beyond running them).
 2. Checkpoints in a long run: 2000 (and 20000) epochs of the default model, a
    checkpoint every 10 epochs against one at the end only (``--checkpoint-every`` the
    number of epochs), without figures.  The cost is the difference of the training
@@ -62,6 +65,14 @@ def _run(args: list[str], cwd: pathlib.Path, pythonpath: str | None) -> dict:
   metrics = json.loads((out / "metrics.json").read_text())
   compiles = [(name, float(secs)) for name, secs in re.findall(
       r"Finished XLA compilation of (\S+) in ([0-9.e-]+) sec", proc.stderr)]
+  lowerings = [float(secs) for secs in re.findall(
+      r"Finished jaxpr to MLIR module conversion \S+ in ([0-9.e-]+) sec", proc.stderr)]
+  # Only the programs that were compiled: an inner jitted function's tracing is part of
+  # its caller's.
+  programs = {name for name, _ in compiles}
+  tracings = [float(secs) for name, secs in re.findall(
+      r"Finished tracing (?:\+ transforming )?(\S+) for (?:p?jit) in ([0-9.e-]+) sec",
+      proc.stderr) if f"jit({name})" in programs]
   # The training time without the compilations it includes (the initial state's, the epoch's).
   epochs_s = metrics["seconds_this_session"] - sum(
       secs for name, secs in compiles[:2] if name in ("jit(build)", "jit(epoch)"))
@@ -69,6 +80,8 @@ def _run(args: list[str], cwd: pathlib.Path, pythonpath: str | None) -> dict:
           "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
           "training_s": metrics["seconds_this_session"], "epochs_s": epochs_s,
           "compilations": len(compiles), "compile_s": sum(secs for _, secs in compiles),
+          "trace_s": sum(tracings), "lower_s": sum(lowerings),
+          "first_call_s": sum(tracings) + sum(lowerings) + sum(secs for _, secs in compiles),
           "checkpoints_kept": sorted(int(p.name) for p in (out / "checkpoints").iterdir()
                                      if p.name.isdigit()),
           "load_average_before": load}
@@ -85,6 +98,8 @@ def default_run(n: int, pythonpath: str | None) -> dict:
   return {"command": "softmax-jax train --out <fresh dir>",
           "median_wall_s": _median(runs, "wall_s"), "median_cpu_s": _median(runs, "cpu_s"),
           "median_training_s": _median(runs, "training_s"),
+          "median_compile_s": _median(runs, "compile_s"),
+          "median_first_call_s": _median(runs, "first_call_s"),
           "compilations": runs[0]["compilations"], "runs": runs}
 
 
@@ -128,9 +143,11 @@ def main() -> None:
                  "note": args.note, "runs_each": args.runs}
   if args.only in (None, "default"):
     entry["default_run"] = default_run(args.runs, args.pythonpath)
-    print(f"default run: median {entry['default_run']['median_wall_s']:.2f} s wall, "
-          f"{entry['default_run']['median_cpu_s']:.2f} s CPU, "
-          f"{entry['default_run']['compilations']} compilations", flush=True)
+    run = entry["default_run"]
+    print(f"default run: median {run['median_wall_s']:.2f} s wall, "
+          f"{run['median_cpu_s']:.2f} s CPU, {run['compilations']} compilations taking "
+          f"{run['median_compile_s']:.2f} s (with tracing and lowering "
+          f"{run['median_first_call_s']:.2f} s)", flush=True)
   if args.only in (None, "checkpoints"):
     entry["checkpoints"] = {}
     for epochs in args.epochs:
