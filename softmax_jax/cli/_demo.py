@@ -16,10 +16,16 @@ def add_parser(sub) -> None:
   demo.set_defaults(func=run, check_args=check)
 
 
+MAX_CLASSES = 4096  # the demo holds several C×C float64 matrices: 128 MB each here
+
+
 def check(args: argparse.Namespace) -> str | None:
   """The problem with ``args`` that argparse's types cannot see, or ``None``."""
   if args.classes < 2:
     return "--classes must be at least 2"
+  if args.classes > MAX_CLASSES:
+    return (f"--classes must be at most {MAX_CLASSES}: the demo builds full C×C Jacobians "
+            f"(softmax-jax verify checks larger C through products)")
   return None
 
 
