@@ -100,7 +100,8 @@ def command_line(args: argparse.Namespace, grid: dict) -> str:
     words += [w for flag, value in (("--dtype", args.dtype), ("--ops", args.ops))
               if value for w in (flag, ",".join(value))]
     words += ["--repeats", str(args.repeats)] if args.repeats else []
-  else:
+  else:  # every option written out; --quick also skips the large-array copy
+    words += ["--quick"] if args.quick else []
     words += ["--dtype", ",".join(grid["dtype"]), "--shapes", _shapes(grid["shapes"]),
               "--jacobian-shape", _shapes([grid["jacobian_shape"]]),
               "--product-shape", _shapes([grid["product_shape"]]),

@@ -111,6 +111,21 @@ def test_plot_without_matplotlib_is_refused_before_timing(monkeypatch, tmp_path,
   assert "--plot needs matplotlib: pip install 'softmax_jax[train]'" in capsys.readouterr().err
 
 
+@pytest.mark.internals
+def test_an_output_file_that_cannot_be_written_is_refused_before_timing(monkeypatch, tmp_path,
+                                                                        capsys):
+  locked = tmp_path / "locked.json"
+  locked.write_text("{}")
+  real = os.access  # as root every file is writable: the check is what is tested
+  monkeypatch.setattr(os, "access", lambda p, mode: real(p, mode) and str(p) != str(locked))
+  monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("timed before checking"))
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(TINY + ["--json", str(locked)])
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err
+  assert f"argument --json: {locked} is not writable" in err and err.count("\n") == 1
+
+
 def _grid(monkeypatch, argv):
   """The cases and repetitions ``softmax-jax bench argv`` would time (nothing is timed)."""
   seen = {}
