@@ -204,3 +204,26 @@ def test_a_backend_that_is_not_here_is_one_line_and_exit_2():
     pytest.skip("this machine has a GPU")
   assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
   assert proc.stderr.startswith("softmax-jax bench: --backend gpu: JAX found no such backend")
+
+
+@pytest.mark.internals
+def test_the_context_records_the_settings_and_survives_what_it_cannot_read(monkeypatch):
+  from softmax_jax.bench import _context
+
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+  monkeypatch.setenv("JAX_TRACEBACK_FILTERING", "off")
+  ctx = bench.context(["softmax-jax", "bench", "--quick"])
+  assert ctx["argv"] == ["softmax-jax", "bench", "--quick"]
+  assert ctx["xla_flags"] == "--xla_cpu_multi_thread_eigen=false"
+  assert ctx["environment"]["JAX_TRACEBACK_FILTERING"] == "off"
+  assert ctx["jax_config"]["jax_enable_x64"] is False and ctx["versions"]["optax"]
+  json.dumps(ctx)  # JSON-ready
+  assert ctx["git_commit"] is None or len(ctx["git_commit"].removesuffix("+dirty")) == 40
+
+  def no_git(*args, **kwargs):
+    raise FileNotFoundError("git")
+
+  monkeypatch.setattr(_context.subprocess, "run", no_git)
+  monkeypatch.setattr(_context.pathlib.Path, "read_text", lambda self: 1 / 0)  # no /proc
+  ctx = bench.context()
+  assert ctx["git_commit"] is None and ctx["cpu"]["model"]  # from platform instead
