@@ -188,14 +188,24 @@ def _matmul_reference(shape: tuple[int, int, int], dtype: str, key) -> _Referenc
   return _Reference(("matmul", shape, dt.name), lambda x, w: x @ w, sets, 2 * n * h * v)
 
 
-def _compile(fn, args):
-  """``fn`` compiled for ``args`` and run once: (executable, its output, compile seconds, first
-  call seconds).  A fresh wrapper, so that no compiled program of an earlier case is reused."""
+class _Compiled(NamedTuple):
+  """An implementation compiled and run once: the seconds of trace + lower + compile, and
+  of those and the first execution together."""
+
+  executable: Callable
+  output: object
+  compile_s: float
+  first_call_s: float
+
+
+def _compile(fn, args) -> _Compiled:
+  """``fn`` compiled for ``args`` and run once, through a fresh wrapper, so that no compiled
+  program of an earlier case is reused."""
   t0 = time.perf_counter()
-  compiled = jax.jit(lambda *a: fn(*a)).lower(*args).compile()
+  executable = jax.jit(lambda *a: fn(*a)).lower(*args).compile()
   t1 = time.perf_counter()
-  out = jax.block_until_ready(compiled(*args))
-  return compiled, out, t1 - t0, time.perf_counter() - t0
+  out = jax.block_until_ready(executable(*args))
+  return _Compiled(executable, out, t1 - t0, time.perf_counter() - t0)
 
 
 def run_case(case: Case, *, reps: int, key, copy_gbps: float | None = None,
@@ -214,13 +224,13 @@ def run_case(case: Case, *, reps: int, key, copy_gbps: float | None = None,
   arg_sets = [base_args] + [case.make_inputs(jax.random.fold_in(key, i))
                             for i in range(1, _copies(in_bytes))]
   every = {"softmax_jax": case.ours, **case.baselines}
-  compiled, temps, outs, failed, compile_s, first_s = {}, {}, {}, {}, {}, {}
+  compiled, temps, failed = {}, {}, {}
   for name, fn in every.items():
     # A function that does not compile or run here (a kernel the backend refuses, say)
     # becomes a failed row; the other implementations are still measured.
     try:
-      compiled[name], outs[name], compile_s[name], first_s[name] = _compile(fn, base_args)
-      temps[name] = _temp_bytes(compiled[name])
+      compiled[name] = _compile(fn, base_args)
+      temps[name] = _temp_bytes(compiled[name].executable)
     except Exception as err:  # noqa: BLE001
       failed[name] = FAILED + _arguments.error_line(err, 200)
   impls = {name: fn for name, fn in every.items() if name not in failed}
@@ -229,18 +239,18 @@ def run_case(case: Case, *, reps: int, key, copy_gbps: float | None = None,
     refs.append(_copy_reference(case.bytes, case.dtype))
   if reference and case.matmul:
     refs.append(_matmul_reference(case.matmul, case.dtype, jax.random.fold_in(key, 99)))
-  timed = {name: (compiled[name], arg_sets) for name in impls}
+  timed = {name: (compiled[name].executable, arg_sets) for name in impls}
   for ref in refs:
     if ref.key not in memo:
       try:
-        timed[ref.key] = (_compile(ref.fn, ref.arg_sets[0])[0], ref.arg_sets)
+        timed[ref.key] = (_compile(ref.fn, ref.arg_sets[0]).executable, ref.arg_sets)
       except Exception:  # noqa: BLE001 - no roofline, the rows keep their own figures
         memo[ref.key] = None
   first_baseline = next(iter(case.baselines), None)
   correct = {name: True for name in impls}
   if (first_baseline is not None and np.isfinite(case.rtol)  # inf: a floor, not the same answer
       and not {"softmax_jax", first_baseline} & failed.keys()):
-    ok = _agree(outs["softmax_jax"], outs[first_baseline], case.rtol)
+    ok = _agree(compiled["softmax_jax"].output, compiled[first_baseline].output, case.rtol)
     correct = {name: ok for name in impls}
   times = {name: [] for name in timed}
   for _ in range(2):  # warm-up
@@ -283,8 +293,8 @@ def run_case(case: Case, *, reps: int, key, copy_gbps: float | None = None,
         **common, impl=name, median_ms=med, p25_ms=float(np.percentile(ts, 25)),
         p75_ms=float(np.percentile(ts, 75)), gbps=gbps, fraction_of_copy=_ratio(gbps, ref_gbps),
         temp_bytes=temps[name], speedup=speedup, correct=correct[name], gflops=gflops,
-        fraction_of_matmul=_ratio(gflops, ref_gflops), compile_ms=compile_s[name] * 1e3,
-        first_call_ms=first_s[name] * 1e3))
+        fraction_of_matmul=_ratio(gflops, ref_gflops), compile_ms=compiled[name].compile_s * 1e3,
+        first_call_ms=compiled[name].first_call_s * 1e3))
   return results
 
 
