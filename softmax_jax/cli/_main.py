@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 
-from softmax_jax.cli import _bench, _demo, _parsing, _verify
+from softmax_jax.cli import _bench, _compare, _demo, _parsing, _verify
 from softmax_jax.cli._train import add_parsers as add_train_parsers
 
 
@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(argv: list[str] | None) -> int:
+  words = sys.argv[1:] if argv is None else list(argv)
+  if words[:2] == ["bench", "compare"]:  # its own parser: ``bench`` itself takes options only
+    return _compare.main(words[2:])
   parser = _parsing.Parser(
       prog="softmax-jax",
       description="Softmax, its analytic Jacobian and cross-entropy in JAX.",
@@ -72,6 +75,10 @@ def _dispatch(argv: list[str] | None) -> int:
   _demo.add_parser(sub)
   _verify.add_parser(sub)
   _bench.add_parser(sub)
+  bench = sub.choices["bench"]
+  bench.epilog = "\n\n".join(filter(None, [bench.epilog, (
+      "softmax-jax bench compare A.json B.json ... lines up runs case by case and exits 1 "
+      "when a gated case regressed (see softmax-jax bench compare --help).")]))
   add_train_parsers(sub)
   args = parser.parse_args(argv)
   if args.command is None:
