@@ -365,7 +365,8 @@ def second_order_checks(t: Target, modes, key) -> list[Check]:
       scale = magnitude(lambda d: [jax.linearize(grad_s, x)[1](d[0])], [v])
     except Exception as error:  # only the scale is lost
       scale = Magnitude(None, f"max|ref| per leaf (Σ|terms|: {error})")
-    scale = scale._replace(rule=scale.rule + "; computed in float64")
+    scale = scale._replace(rule=scale.rule.replace("of the reference", "of JAX's product")
+                           + "; computed in float64")
     checks, results = [], {}
     for name in names:
       try:
