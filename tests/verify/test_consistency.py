@@ -9,6 +9,7 @@ import pytest
 from jax.custom_batching import custom_vmap
 
 from softmax_jax import log_softmax
+from softmax_jax.losses import binary_cross_entropy
 from softmax_jax.verify import _consistency as consistency
 
 KEY = jax.random.key(3)
@@ -81,9 +82,10 @@ def scaled_by_sum_vjp_batched_wrong(factor):
   return scaled
 
 
-@pytest.mark.parametrize("factor", [1.01, 0.0])
-def test_a_wrong_batching_rule_of_a_jvp_is_caught_and_named(factor):
-  checks = run(squared_norm_jvp_batched_wrong(factor), X[0], modes=("fwd",))
+@pytest.mark.parametrize(("factor", "size"), [(1.01, 4), (0.0, 4), (1.01, 4096)])
+def test_a_wrong_batching_rule_of_a_jvp_is_caught_and_named(factor, size):
+  x = jnp.resize(X[0], size)  # a 1 % error is caught in float32 at any size
+  checks = run(squared_norm_jvp_batched_wrong(factor), x, modes=("fwd",))
   assert statuses(checks) == {"vmap(fwd) vs loop": "FAIL", "jit(fwd) vs eager": "ok"}
   bad = checks["vmap(fwd) vs loop"]
   assert bad.where.startswith("example ") and "output" in bad.where
@@ -237,9 +239,10 @@ def test_integer_outputs_are_one_line_naming_the_output():
 # ---------------------------------------------------------------------------
 
 
-def test_the_package_log_softmax_raises_no_alarm():
+def test_the_package_log_softmax_and_binary_cross_entropy_raise_no_alarm():
   # bfloat16 and float64 are run end to end in test_check_derivatives.py
   checks = run(log_softmax, X * 4, order=2)  # a saturated row too: 12 − (−2.8)
+  checks |= {"bce " + k: c for k, c in run(binary_cross_entropy, X, (X > 0) * 1.0).items()}
   assert all(c.passed for c in checks.values()), [str(c) for c in checks.values()]
 
 
