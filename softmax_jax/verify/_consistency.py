@@ -355,8 +355,8 @@ def second_order_checks(t: Target, modes, key) -> list[Check]:
         "rev-over-rev": jax.jit(lambda z: jax.grad(lambda w: _inner(grad_s(w), v))(z)),
     }
     where = where_of(t.x, "args")
-    try:
-      diff = jax.jit(lambda z, d: fd.central_difference(grad_s, z, d, batched=True))(x, v)
+    try:  # four copies of ∇s, not a vmap of it: the reference runs no batching rule
+      diff = jax.jit(lambda z, d: fd.central_difference(grad_s, z, d))(x, v)
     except Exception as error:  # the gradient cannot run in float64: no reference
       return [unavailable(n, "fd", error) for n in names]
     want = [jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x), _split(diff.value, x))]

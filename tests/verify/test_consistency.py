@@ -262,3 +262,18 @@ def test_the_copies_are_distinct_examples_with_the_signs_of_x():
   assert copies[0]["w"] is X
   for c in copies[1:]:
     assert np.all(np.sign(c["w"]) == np.sign(X)) and not np.allclose(c["w"], X)
+
+
+def test_second_order_needs_no_batching_rule():
+  @jax.custom_jvp
+  def host_sine(x):  # computed on the host: jax.vmap of it raises
+    return jax.pure_callback(np.sin, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+
+  @host_sine.defjvp
+  def _jvp(primals, tangents):
+    (x,), (v,) = primals, tangents
+    return host_sine(x), jnp.cos(x) * v
+
+  t = consistency.target(host_sine, (X,))
+  checks = {c.name: c for c in consistency.second_order_checks(t, ("rev",), KEY)}
+  assert checks["rev-over-rev vs fd"].passed  # the differences of ∇s ran without vmap
