@@ -87,8 +87,10 @@ READING = [
     "copies data of that size; far below 1 means time goes to something other than memory "
     "traffic (compute, extra passes, temporaries, dispatch). A case that writes much more "
     "than it reads (the dense Jacobian) can exceed 1 slightly, since the copy reads as many "
-    "bytes as it writes. The copy of a 256 MiB array named above each table is context "
-    "only.",
+    "bytes as it writes. The reference is in the case's dtype: where the device computes "
+    "half precision through float32 (XLA:CPU does), its half-precision copy moves fewer "
+    "GB/s than a float32 one, and `of copy` is over that. The copy of a 256 MiB float32 "
+    "array named above each table is context only.",
     "* **`of matmul`.** The linear loss's cost is matmuls: value and gradient need at least "
     "three `[N, H] @ [H, V]`-sized products (the logits, the gradients of `h` and `W`), "
     "`6 N H V` floating-point operations. `of matmul` is that work's rate over the rate of "
