@@ -48,7 +48,12 @@ _PERTURBATION = 0.1  # the relative size of the perturbations that make a batch 
 
 
 def _inexact(leaf) -> bool:
-  return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+  """Whether ``leaf`` is differentiated: a floating or complex array or Python number (not a
+  string or other static value, which is passed through as it is)."""
+  dtype = getattr(leaf, "dtype", None)
+  if dtype is None:
+    return isinstance(leaf, float | complex)
+  return jnp.issubdtype(dtype, jnp.inexact)
 
 
 class Target(NamedTuple):

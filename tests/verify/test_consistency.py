@@ -215,11 +215,12 @@ def test_a_mode_without_a_batching_rule_is_unavailable():
   assert "vmap" in checks["vmap(fwd) vs loop"].note
 
 
-def test_integer_arguments_are_held_fixed_and_paths_name_the_leaf():
-  def loss(params, labels):
-    return jnp.take_along_axis(jnp.tanh(params["w"] * X), labels[:, None], 1).sum()
+def test_integer_and_static_arguments_are_held_fixed_and_paths_name_the_leaf():
+  def loss(params, labels, reduction):
+    picked = jnp.take_along_axis(jnp.tanh(params["w"] * X), labels[:, None], 1)
+    return {"sum": jnp.sum, "mean": jnp.mean}[reduction](picked)
 
-  checks = run(loss, {"w": jnp.full((2, 4), 0.5)}, jnp.array([2, 0]))
+  checks = run(loss, {"w": jnp.full((2, 4), 0.5)}, jnp.array([2, 0]), "sum")
   assert all(c.passed for c in checks.values()), checks
   assert checks["vmap(rev) vs loop"].where.split(": ")[1].startswith("args[0]['w'][")
 
