@@ -153,6 +153,7 @@ class DerivativeReport:
       raise ValueError("plot: this report has no full Jacobians (fast mode); run "
                        "check_derivatives(..., fast=False) for a picture of the error.")
     try:
+      from matplotlib.colors import LogNorm
       from matplotlib.figure import Figure
     except ImportError as error:
       raise ImportError("plot: needs matplotlib (pip install matplotlib).") from error
@@ -165,7 +166,13 @@ class DerivativeReport:
       values = np.asarray(errors, np.float64)
       values = values.reshape(values.shape[0], -1) if values.ndim != 1 else values[None, :]
       shown = values / allowed if allowed else values
-      image = ax.imshow(shown, aspect="auto", interpolation="nearest", cmap="magma")
+      positive = shown[np.isfinite(shown) & (shown > 0)]
+      norm = None
+      if positive.size:  # a log scale: errors span decades; 1 is the bound
+        top = max(float(positive.max()), 1.0)
+        norm = LogNorm(vmin=max(float(positive.min()), 1e-6 * top), vmax=top)
+        shown = np.clip(np.where(np.isfinite(shown), shown, top), norm.vmin, None)
+      image = ax.imshow(shown, aspect="auto", interpolation="nearest", cmap="magma", norm=norm)
       fig.colorbar(image, ax=ax, label="|error| / bound" if allowed else "|error|")
       status = f" ({check.status})" if check is not None else ""
       ax.set_title(f"{name}{status}")
