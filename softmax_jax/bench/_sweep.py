@@ -107,7 +107,9 @@ def sweep(kind: str, *, dtype: str = "float32", ops: Sequence[str] | None = None
                        f"{', '.join(found)}")
     cases += [(n if kind == "rows" else c, found[op]) for op in ops]
   options = inspect.signature(run_case).parameters
-  extra = {"memo": {}} if "memo" in options else {}  # the same-bytes references, measured once
+  # The same-bytes references are shared by the ops of one point and timed anew at the next,
+  # beside its cases: a load that comes and goes during the sweep falls on both alike.
+  memos: dict[int, dict] = {}
   # Without a reference of each case's own size, the rows' fractions are of one big copy.
   copy_gbps = None if "reference" in options else copy_bandwidth(reps=5, nbytes=256 << 20)
   key = jax.random.key(seed)
@@ -116,7 +118,7 @@ def sweep(kind: str, *, dtype: str = "float32", ops: Sequence[str] | None = None
     if progress is not None:
       progress(i, len(cases), case)
     for r in run_case(case, reps=reps, key=jax.random.fold_in(key, i), copy_gbps=copy_gbps,
-                      **extra):
+                      **({"memo": memos.setdefault(x, {})} if "memo" in options else {})):
       rows.append({**dataclasses.asdict(r), "x": x})
   fixed = GRIDS[kind, quick][1]
   return {"kind": kind, "x": "classes" if kind == "classes" else "rows",
