@@ -112,7 +112,9 @@ class Entry:
 
   @classmethod
   def of_row(cls, median: float, p25: float, p75: float, noise: float) -> Entry:
-    """A row's entry: ``[p25, p75]`` widened to at least ``± noise × median``."""
+    """A row's entry: ``[p25, p75]`` widened to at least ``± noise × median`` (the median
+    alone where the row has no quartiles)."""
+    p25, p75 = (median if math.isnan(q) else q for q in (p25, p75))
     return cls(median, min(p25, median * (1 - noise)), max(p75, median * (1 + noise)))
 
   @property
@@ -265,7 +267,8 @@ def _verdict(a: Entry | None, b: Entry | None, gated: bool, threshold: float
 
 def _entries(run: dict, noise: float, relative: bool) -> dict[tuple, Entry]:
   """The run's cases by key; with ``relative``, each time over the time of the case's
-  baseline implementation in the same run (the baselines' own rows left out)."""
+  baseline implementation in the same run (the baselines' own rows left out, and the rows
+  whose baseline failed)."""
   rows: dict[tuple, Entry] = {}
   for r in run["rows"]:
     key = (*(str(r[k]) for k in KEY), str(r.get("baseline", "")))
@@ -276,10 +279,9 @@ def _entries(run: dict, noise: float, relative: bool) -> dict[tuple, Entry]:
   out = {}
   for (op, impl, shape, dtype, baseline), e in rows.items():
     yardstick = rows.get((op, baseline, shape, dtype, baseline))
-    if impl == baseline or yardstick is None:
+    if impl == baseline or yardstick is None or yardstick.failed:  # no yardstick: missing
       continue
-    out[op, impl, shape, dtype, baseline] = e.scaled(
-        math.nan if yardstick.failed else 1 / yardstick.median_ms)
+    out[op, impl, shape, dtype, baseline] = e.scaled(1 / yardstick.median_ms)
   return out
 
 

@@ -36,7 +36,8 @@ def scaled(data, factor, impl="softmax_jax", op=None):
   for r in out["rows"]:
     if r["impl"] == impl and op in (None, r["op"]):
       for k in ("median_ms", "p25_ms", "p75_ms"):
-        r[k] *= factor
+        if k in r:
+          r[k] *= factor
   return out
 
 
@@ -218,3 +219,17 @@ def test_no_common_case_and_a_gate_matching_nothing_exit_2(tmp_path, capsys):
 def test_bench_help_mentions_compare(capsys):
   assert cli_exit_code(["bench", "--help"]) == 0
   assert "softmax-jax bench compare A.json B.json" in capsys.readouterr().out
+
+
+def test_rows_without_quartiles_use_the_noise_floor_and_a_failed_yardstick_is_missing():
+  bare = {"rows": [{k: v for k, v in r.items() if k not in ("p25_ms", "p75_ms")}
+                   for r in A["rows"]]}
+  c = compare([bare, scaled(bare, 2.0, op="softmax")])
+  assert [(ln.op, ln.verdicts[1]) for ln in c.lines if ln.gated] == [
+      ("softmax", "REGRESSED"), ("log_softmax", "within spread")]
+  assert c.lines[0].entries[0].low == pytest.approx(0.95)
+  no_yardstick = copy.deepcopy(A)
+  no_yardstick["rows"][1]["median_ms"] = float("nan")  # jax.nn.softmax failed
+  rel = compare([A, no_yardstick], relative=True)
+  assert [(ln.op, ln.verdicts[1]) for ln in rel.lines] == [("softmax", "missing"),
+                                                           ("log_softmax", "within spread")]
