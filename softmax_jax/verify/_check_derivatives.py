@@ -5,8 +5,9 @@ First order (``_projections.first_order_checks``): forward and reverse mode agai
 central differences and against each other (the dot-product test ``⟨u, J v⟩ = ⟨Jᵀu, v⟩``),
 by full Jacobians or, when those would be large, by random projections.  Then
 (``_consistency``): ``jax.vmap`` of each mode against a loop of unbatched ones, ``jax.jit``
-of each against eager, and with ``order=2`` the Hessian-vector product by forward-over-
-reverse and reverse-over-reverse against finite differences of the gradient.  A mode JAX
+of each against eager, and with ``order=2`` (``_second_order``) the Hessian-vector product
+by forward-over-reverse and reverse-over-reverse against finite differences of the
+gradient.  A mode JAX
 refuses for the function (forward mode of a ``custom_vjp``) is reported, not raised.
 """
 
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from softmax_jax.verify import _consistency
+from softmax_jax.verify import _consistency, _second_order
 from softmax_jax.verify._report import DerivativeReport
 
 _MODES = ("fwd", "rev")
@@ -69,8 +70,9 @@ def check_derivatives(fn: Callable, *args, order: int = 1, modes: Sequence[str] 
     Jacobians, or with ``fast`` random projections ``⟨u, J v⟩``.
   * ``vmap(fwd) vs loop``, ``vmap(rev) vs loop``: ``jax.vmap`` of ``v ↦ J v`` and
     ``u ↦ Jᵀ u`` over ``batch_size`` perturbed copies of ``args`` (``args`` itself and
-    copies ``x·(1 + 0.1 z)``) against a Python loop of the unbatched ones: a wrong
-    batching rule.
+    copies ``x·(1 + 0.1 z)``) and directions against a Python loop of the unbatched ones;
+    ``vmap(fwd, x fixed)``, ``vmap(rev, x fixed)``: over the directions alone, as
+    ``jax.jacfwd`` / ``jax.jacrev`` batch: a wrong batching rule.
   * ``jit(fwd) vs eager``, ``jit(rev) vs eager``: the same under ``jax.jit``.
   * ``order=2``: ``fwd-over-rev vs fd``, ``rev-over-rev vs fd`` and ``fwd-over-rev vs
     rev-over-rev``: the Hessian-vector product of ``⟨u, fn(*args)⟩`` along a random ``v``,
@@ -121,7 +123,7 @@ def check_derivatives(fn: Callable, *args, order: int = 1, modes: Sequence[str] 
   checks += _consistency.batching_and_jit_checks(target, modes, key_consistency,
                                                  batch_size=batch_size)
   if order == 2:
-    checks += _consistency.second_order_checks(target, modes, key_second)
+    checks += _second_order.second_order_checks(target, modes, key_second)
   return DerivativeReport(getattr(fn, "__name__", type(fn).__name__), _describe(args), order,
                           first.jacobian_errors is None, tuple(checks), first.jacobian_errors)
 

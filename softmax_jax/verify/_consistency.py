@@ -1,5 +1,6 @@
-"""The modes of a derivative against each other: ``vmap`` against a loop, ``jit`` against
-eager, and second order against finite differences of the gradient.
+"""The modes of a derivative against each other: ``vmap`` against a loop and ``jit`` against
+eager (second order is ``_second_order``), and what they share: the function of its
+differentiable arguments, random directions, comparisons reported as a ``Check``.
 
 What a hand-written ``custom_jvp`` / ``custom_vjp`` rule gets wrong besides its first
 derivative: its batching (``jax.vmap`` of the JVP or VJP, which runs the rule's batching
@@ -9,19 +10,17 @@ rules, or a ``jax.custom_batching.custom_vmap`` rule), its behaviour under ``jax
 
 * ``vmap(fwd)`` / ``vmap(rev)``: ``jax.vmap`` of ``t ↦ J t`` (``u ↦ uᵀ J``) over a small
   batch of perturbed copies of the arguments and random directions, against a Python loop
-  of the unbatched ones.
+  of the unbatched ones; ``vmap(fwd, x fixed)`` / ``vmap(rev, x fixed)``: over the
+  directions alone at one point, as ``jax.jacfwd`` / ``jax.jacrev`` batch (a batching rule
+  can be wrong for one combination of batched and unbatched operands only).
 * ``jit(fwd)`` / ``jit(rev)``: ``jax.jit`` of the same maps against the eager ones.
-* ``fwd-over-rev`` / ``rev-over-rev`` (``order=2``): the Hessian-vector product ``H v`` of
-  ``s(x) = ⟨u, f(x)⟩`` by ``jax.jvp`` of ``jax.grad(s)`` and by ``jax.grad`` of
-  ``⟨∇s, v⟩``, each against the central difference of ``∇s`` along ``v``
-  (``_finite_differences``), and against each other, all in float64.
+* second order: ``_second_order``.
 
 Each comparison is ``compare`` (``_compare``) under ``bound`` (``_tolerances``): the
 loop, eager and ``vmap`` / ``jit`` results are the same arithmetic up to the order of
 roundings, so they are held to the rounding bound ``c ε + 2 ε_acc √n`` times
 ``max(M, S)`` (``M`` the ``Σ|terms|`` of the reference's program, ``S`` the largest entry
-of the reference in its leaf, for one example); second order has the finite-difference
-``rtol`` and twice their error estimate.
+of the reference in its leaf, for one example).
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from softmax_jax.verify import _finite_differences as fd
 from softmax_jax.verify import _pytrees
 from softmax_jax.verify._compare import compare, max_per_segment
 from softmax_jax.verify._report import Check
@@ -289,110 +287,44 @@ def batching_and_jit_checks(t: Target, modes, key, *, batch_size: int = 3) -> li
     try:
       eager = mode.apply(xs[0], ds[0])
     except Exception as error:  # a mode JAX refuses (fwd of a custom_vjp): reported
-      checks += [unavailable(f"vmap({name})", "loop", error),
-                 unavailable(f"jit({name})", "eager", error)]
+      checks += _all_unavailable(name, error)
       continue
-    try:  # the linear maps are traced with the magnitude's program, not run eagerly
-      scale = magnitude(lambda d, mode=mode: [mode.linear(x)(di) for x, di in zip(xs, d,
-                                                                                  strict=True)],
-                        ds)
-    except Exception as error:  # the reference runs, so only the scale is lost
-      scale = Magnitude(None, f"max|ref| per leaf of an example (Σ|terms|: {error})")
+    scale = _scale_of(mode, xs, ds)
     first = Magnitude(None if scale.terms is None else scale.terms[:1], scale.rule)
     try:
       compiled = jax.jit(mode.apply)
       loop = [compiled(x, d) for x, d in zip(xs, ds, strict=True)]
     except Exception as error:  # jit refused (a rule needing concrete values): reported
-      checks += [unavailable(f"vmap({name})", "loop", error),
-                 unavailable(f"jit({name})", "eager", error)]
+      checks += _all_unavailable(name, error)
       continue
-    try:
-      batched = _unstack(jax.jit(jax.vmap(mode.apply))(_stack(xs), _stack(ds)), batch_size)
-      checks.append(compare_examples(f"vmap({name})", "loop", batched, loop, t,
-                                     where=mode.where, scale=scale))
-    except Exception as error:  # vmap refused (no batching rule): reported
-      checks.append(unavailable(f"vmap({name})", "loop", error))
+    for label, in_axes, point in ((f"vmap({name})", 0, _stack(xs)),
+                                  (f"vmap({name}, x fixed)", (None, 0), xs[0])):
+      try:
+        if in_axes == 0:
+          want, want_scale = loop, scale
+        else:  # one point, many directions: how jax.jacfwd, jacrev and hessian batch
+          want = [compiled(xs[0], d) for d in ds]
+          want_scale = _scale_of(mode, [xs[0]] * batch_size, ds)
+        got = jax.jit(jax.vmap(mode.apply, in_axes=in_axes))(point, _stack(ds))
+        checks.append(compare_examples(label, "loop", _unstack(got, batch_size), want, t,
+                                       where=mode.where, scale=want_scale))
+      except Exception as error:  # vmap refused (no batching rule): reported
+        checks.append(unavailable(label, "loop", error))
     checks.append(compare_examples(f"jit({name})", "eager", loop[:1], [eager], t,
                                    where=mode.where, scale=first))
   return checks
 
 
-# ---------------------------------------------------------------------------
-# Second order
-# ---------------------------------------------------------------------------
+def _scale_of(mode: _Mode, xs: list, ds: list) -> Magnitude:
+  """The :class:`Magnitude` of the mode's linear maps at ``xs`` along ``ds`` (traced with the
+  magnitude's program, not run eagerly)."""
+  try:
+    return magnitude(lambda d: [mode.linear(x)(di) for x, di in zip(xs, d, strict=True)], ds)
+  except Exception as error:  # the reference runs, so only the scale is lost
+    return Magnitude(None, f"max|ref| per leaf of an example (Σ|terms|: {error})")
 
 
-def _inner(a, b):
-  """``Σ a·b`` over the leaves of two pytrees of one structure (a real scalar)."""
-  return sum(jnp.sum(x * y) for x, y in zip(jax.tree_util.tree_leaves(a),
-                                            jax.tree_util.tree_leaves(b), strict=True))
-
-
-def second_order_checks(t: Target, modes, key) -> list[Check]:
-  """``H v`` of ``s(x) = ⟨u, f(x)⟩`` by forward-over-reverse and reverse-over-reverse,
-  against the float64 central difference of ``∇s`` along ``v`` and against each other.
-
-  All three are computed in float64 at the point ``x`` (as the finite differences are):
-  what a wrong rule gets wrong is its mathematics, which float64 shows clearly, while a
-  half-precision product would carry roundings of terms far larger than itself where they
-  cancel (a saturated softmax).  So each pair is held to the finite differences' bound,
-  ``rtol = 1000·ε₆₄^(2/3)`` times ``max(M, S)``, plus twice their error estimate.
-  """
-  names = [n for n, needs in (("fwd-over-rev", {"fwd", "rev"}), ("rev-over-rev", {"rev"}))
-           if needs <= set(modes)]
-  if t.complex:
-    error = NotImplementedError("second order of complex values is not checked; "
-                                "pass their real and imaginary parts as real arguments")
-    return [unavailable(n, "fd", error) for n in names]
-  key_u, key_v = jax.random.split(key)
-  with fd.float64_enabled():
-    def wide(tree):
-      return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), tree)
-
-    x, u, v = wide(t.x), wide(random_like(key_u, t.out)), wide(random_like(key_v, t.x))
-    t64 = t._replace(dtype=jnp.dtype(jnp.float64))
-
-    def grad_s(z):
-      return jax.grad(lambda w: _inner(u, t.f(w)))(z)
-
-    programs = {
-        "fwd-over-rev": jax.jit(lambda z: jax.jvp(grad_s, (z,), (v,))[1]),
-        "rev-over-rev": jax.jit(lambda z: jax.grad(lambda w: _inner(grad_s(w), v))(z)),
-    }
-    where = where_of(t.x, "args")
-    try:  # four copies of ∇s, not a vmap of it: the reference runs no batching rule
-      diff = jax.jit(lambda z, d: fd.central_difference(grad_s, z, d))(x, v)
-    except Exception as error:  # the gradient cannot run in float64: no reference
-      return [unavailable(n, "fd", error) for n in names]
-    want = [jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x), _split(diff.value, x))]
-    allowance = 2 * np.asarray(diff.error, np.float64)[None, :]
-    try:
-      scale = magnitude(lambda d: [jax.linearize(grad_s, x)[1](d[0])], [v])
-    except Exception as error:  # only the scale is lost
-      scale = Magnitude(None, f"max|ref| per leaf (Σ|terms|: {error})")
-    scale = scale._replace(rule=scale.rule.replace("of the reference", "of JAX's product")
-                           + "; computed in float64")
-    checks, results = [], {}
-    for name in names:
-      try:
-        results[name] = programs[name](x)
-      except Exception as error:  # a mode JAX refuses: reported
-        checks.append(unavailable(name, "fd", error))
-        continue
-      checks.append(compare_examples(name, "fd", [results[name]], want, t64, where=where,
-                                     scale=scale, fd_reference=True, allowance=allowance))
-    if len(results) == 2:
-      checks.append(compare_examples("fwd-over-rev", "rev-over-rev", [results["fwd-over-rev"]],
-                                     [results["rev-over-rev"]], t64, where=where, scale=scale,
-                                     fd_reference=True))
-  return checks
-
-
-def _split(flat, like) -> list:
-  """A flat vector as leaves shaped like ``like``'s."""
-  flat, out, start = np.asarray(flat, np.float64), [], 0
-  for leaf in jax.tree_util.tree_leaves(like):
-    size = int(np.prod(leaf.shape))
-    out.append(flat[start:start + size].reshape(leaf.shape))
-    start += size
-  return out
+def _all_unavailable(name: str, error: Exception) -> list[Check]:
+  return [unavailable(f"vmap({name})", "loop", error),
+          unavailable(f"vmap({name}, x fixed)", "loop", error),
+          unavailable(f"jit({name})", "eager", error)]
