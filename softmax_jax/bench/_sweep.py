@@ -18,6 +18,10 @@ from collections.abc import Callable, Sequence
 
 KINDS = ("rows", "classes")
 DEFAULT_OPS = ("softmax", "log_softmax", "xent_int_fwd", "xent_int_fwd_bwd")
+# The operations a sweep can time: those of ``row_cases`` (a command line can check ``--ops``
+# against them before anything is timed).
+ROW_OPS = ("softmax", "log_softmax", "xent_int_fwd", "xent_int_fwd_bwd", "xent_prob_fwd",
+           "xent_prob_fwd_bwd")
 
 # The full sweeps, and the small ones of ``quick``: (first exponent, last exponent, step) of
 # the swept size, and the fixed size (elements N·C for "classes", classes C for "rows").

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from softmax_jax.bench import _sweep, _timing
+from softmax_jax.bench._cases import row_cases
 from softmax_jax.bench._compare import compare
 
 
@@ -24,6 +25,11 @@ def test_the_classes_grid_keeps_the_elements_and_the_rows_grid_the_classes(quick
     assert (cs[0], cs[-1], ns[0], ns[-1]) == (1 << 8, 1 << 17, 1 << 6, 1 << 14)
   else:
     assert len(cs) == len(ns) == 4
+
+
+def test_the_sweepable_ops_are_those_of_row_cases():
+  assert _sweep.ROW_OPS == tuple(k.op for k in row_cases(4, 8, "float32"))
+  assert set(_sweep.DEFAULT_OPS) <= set(_sweep.ROW_OPS)
 
 
 def test_an_unknown_kind_or_op_is_refused_before_any_timing(monkeypatch):
