@@ -99,11 +99,12 @@ def plot(cmp: Comparison, path) -> None:
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
   lines = [ln for ln in cmp.lines if any(r is not None for r in ln.ratios)]
   if not lines:
     raise ValueError("no case was timed in the baseline and a later run")
-  fig, ax = plt.subplots(figsize=(8, 1.2 + 0.22 * len(lines)))
+  fig, ax = plt.subplots(figsize=(9, 1.2 + 0.22 * len(lines)))
   later = cmp.names[1:]
   step = 0.6 / max(1, len(later))
   for k, name in enumerate(later, start=1):
@@ -123,6 +124,9 @@ def plot(cmp: Comparison, path) -> None:
                  for ln in lines], fontsize=6)
   ax.invert_yaxis()
   ax.set_xscale("log")
+  ax.xaxis.set_major_locator(LogLocator(10, subs=(1.0, 2.0, 5.0)))
+  ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+  ax.xaxis.set_minor_formatter(NullFormatter())
   ax.axvline(1.0, color="k", lw=0.7)
   ax.axvline(cmp.threshold, color="red", lw=0.7, ls="--",
              label=f"threshold {cmp.threshold:g}")
