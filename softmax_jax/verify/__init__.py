@@ -4,9 +4,9 @@
 function's derivatives in one call and returns a ``DerivativeReport`` (``_report.py``):
 forward and reverse mode against float64 central differences and against each other, by
 full Jacobians or random projections (``_projections.py``); ``jax.vmap`` of each against a
-loop, ``jax.jit`` against eager, and second order against differences of the gradient
-(``_consistency.py``).  ``assert_derivatives`` raises ``AssertionError`` with the report,
-for test suites.
+loop and ``jax.jit`` against eager (``_consistency.py``), and second order against
+differences of the gradient (``_second_order.py``).  ``assert_derivatives`` raises
+``AssertionError`` with the report, for test suites.
 
 ``check_jacobian``, ``check_jvp``, ``check_vjp`` and ``check_grad``
 (``_derivatives.py``) compare a candidate derivative with ``jax.jacfwd`` / ``jax.jacrev`` /
