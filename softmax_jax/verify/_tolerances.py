@@ -207,6 +207,18 @@ def _interpret(jaxpr, consts, args, linear) -> _Propagated | str:
       if isinstance(result, str):
         return result
       outs, out_flags = result
+    elif name == "cond" and not flags[0]:  # the branch taken is data: propagate through each
+      branches = []
+      for branch in eqn.params["branches"]:
+        result = _interpret(branch.jaxpr, branch.consts, vals[1:], flags[1:])
+        if isinstance(result, str):
+          return result
+        branches.append(result)
+      out_flags = [any(b.linear[i] for b in branches) for i in range(len(eqn.outvars))]
+      which = jnp.clip(vals[0], 0, len(branches) - 1)
+      outs = [branches[0].values[i] if len(branches) == 1 else
+              lax.select_n(which, *(jnp.asarray(b.values[i]) for b in branches))
+              for i in range(len(eqn.outvars))]
     elif name == "neg":
       outs, out_flags = [vals[0]], [True]
     elif name in _MONOTONE or name == "sub":
@@ -232,6 +244,23 @@ class TermMagnitude(NamedTuple):
 
   magnitude: object  # a pytree of arrays, or None
   reason: str | None
+
+
+def traced_term_magnitude(linear_fn, tangent) -> TermMagnitude:
+  """:func:`term_magnitude` evaluated in the trace it is called from (under ``jax.jit``,
+  say), so that it compiles once with the program around it instead of once per call.
+
+  ``linear_fn`` may close over values of that trace (the residuals of a ``jax.vjp``
+  taken inside it); they become constants of its program, evaluated as they are.
+  """
+  closed, out_shape = jax.make_jaxpr(linear_fn, return_shape=True)(tangent)
+  leaves = jax.tree_util.tree_leaves(tangent)
+  result = _interpret(closed.jaxpr, closed.consts, [jnp.abs(a) for a in leaves],
+                      [True] * len(leaves))
+  if isinstance(result, str):
+    return TermMagnitude(None, result)
+  return TermMagnitude(
+      jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), result.values), None)
 
 
 def term_magnitude(linear_fn, tangent) -> TermMagnitude:
