@@ -114,8 +114,7 @@ def main(argv=None):
       "ratios": {"cold": t_cold / t_grad, "warm": t_warm / t_grad,
                  "warm_again": t_warm2 / t_grad},
       "correct": {"passed": cold.checks[0].passed and warm.checks[0].passed,
-                  "check": warm.checks[0].to_json(),
-                  "error_over_bound": warm.checks[0].max_abs_err / warm.checks[0].bound},
+                  "check": warm.checks[0].to_json()},
       "planted": {"layer": planted_layer, "leaf": f"[0][{planted_layer}]['w']",
                   "relative_error": 0.01, "caught": planted.checks[0].passed is False,
                   "named": f"[0][{planted_layer}]['w']" in named,
@@ -124,8 +123,7 @@ def main(argv=None):
   with open(args.out, "w") as fh:
     json.dump(result, fh, indent=1)
   print(json.dumps({k: result[k] for k in ("times_s", "ratios")}, indent=1))
-  print("correct:", result["correct"]["passed"], "error/bound",
-        f"{result['correct']['error_over_bound']:.3g}")
+  print("correct:", result["correct"]["passed"])
   print("planted:", result["planted"]["caught"], named)
 
 

@@ -46,11 +46,6 @@ class FirstOrder(NamedTuple):
   jacobian_errors: dict[str, np.ndarray] | None
 
 
-# ---------------------------------------------------------------------------
-# The checks
-# ---------------------------------------------------------------------------
-
-
 def first_order_checks(fn, args: tuple, *, modes=("fwd", "rev"), fast: bool | None = None,
                        key=None, projections: int = 3, holomorphic: bool = False) -> FirstOrder:
   """Checks ``jax.jvp`` (``"fwd"``) and ``jax.vjp`` (``"rev"``) of ``fn`` at ``args`` against
@@ -75,6 +70,12 @@ def first_order_checks(fn, args: tuple, *, modes=("fwd", "rev"), fast: bool | No
   Raises:
     ValueError: on unknown modes, ``projections < 1``, arguments with nothing to
       differentiate, or ``fast=False`` with a Jacobian over :data:`FULL_MAX` entries.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> result = first_order_checks(jnp.sin, (jnp.array([0.5, -1.0]),))
+    >>> [(c.mode, c.reference, c.passed) for c in result.checks]
+    [('fwd', 'fd', True), ('rev', 'fd', True), ('rev', 'fwd', True)]
   """
   modes = tuple(modes)
   if not modes or set(modes) - set(MODES):
@@ -336,9 +337,7 @@ def _linearity(prob, d, e, di, ei, where: str) -> Check:
                "complex-linear)")
 
 
-# ---------------------------------------------------------------------------
-# Full mode
-# ---------------------------------------------------------------------------
+# --- Full mode -------------------------------------------------------------
 
 
 def _full_checks(prob, out, modes, reasons, holomorphic) -> FirstOrder:
