@@ -12,7 +12,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from softmax_jax import _xla_workarounds
+
 __version__ = "0.1.0"
+
+# Before JAX starts its CPU backend: see softmax_jax/_xla_workarounds.py.
+_xla_workarounds.apply()
 
 # Each public name and the module that defines it.
 _EXPORTS = {

@@ -14,7 +14,8 @@ ROOT = pathlib.Path(softmax_jax.__file__).parent
 
 # Lowest first.  A module may import modules of its own layer or of a lower one.
 LAYERS = (
-    ("foundation", ("softmax_jax._arguments", "softmax_jax._numerics")),
+    ("foundation", ("softmax_jax._arguments", "softmax_jax._numerics",
+                    "softmax_jax._xla_workarounds")),
     ("kernels", ("softmax_jax._kernels",)),
     ("library", ("softmax_jax", "softmax_jax._softmax", "softmax_jax._jacobian",
                  "softmax_jax.losses", "softmax_jax.sharded")),
