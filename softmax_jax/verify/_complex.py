@@ -292,7 +292,7 @@ def float64_program(view, reasons, static):
   k, rev, fwd, times_i = static
 
   def program(xs, consts, us, pool, seed, weights, mask, gs, terms):
-    vs = directions(pool, seed, weights, mask, xs, k, times_i=times_i)
+    vs = lax.optimization_barrier(directions(pool, seed, weights, mask, xs, k, times_i=times_i))
     f = lambda z: view(z, consts)  # noqa: E731
 
     def one(v):

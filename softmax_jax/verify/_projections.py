@@ -143,7 +143,7 @@ def _fast_checks(prob, out, modes, reasons, key, k, holomorphic) -> list[Check]:
     """The input-dtype and float64 programs for the directions on ``leaf`` (None: all)."""
     if times_i:  # the directions i·v of the same v: differences only
       gs = terms = jvs = fterms = reason = None
-      weights = evaluate(leaf)[3]
+      weights = evaluate(leaf, False)[3]
     else:
       (gs, terms, weights, jvs, fterms), reason = run_program(
           autodiff_program, view, xs, consts, u_rev, pool, seed, mask(leaf),
@@ -160,9 +160,9 @@ def _fast_checks(prob, out, modes, reasons, key, k, holomorphic) -> list[Check]:
     return evaluate(leaf, times_i)[0]
 
   def forward(leaf):
-    return evaluate(leaf)[2]
+    return evaluate(leaf, False)[2]
 
-  _, projections, _, weights, term_failed, term_reason = evaluate(None)
+  _, projections, _, weights, term_failed, term_reason = evaluate(None, False)
   rev = None
   if rev_ok:
     rev = (*(np.asarray(a) for a in projections), 1 / weights, weights)
