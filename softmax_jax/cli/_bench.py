@@ -223,15 +223,14 @@ def _verdict(rows) -> int:
 def _sweep(args: argparse.Namespace, grid: dict) -> int:
   """``--sweep``: ``softmax_jax.bench._sweep.sweep`` along rows or classes, its table, files."""
   import dataclasses
-  import importlib
   import json
 
   from softmax_jax import bench
-
-  try:
-    sweeps = importlib.import_module("softmax_jax.bench._sweep")
-  except ImportError:
-    return _fail("--sweep needs softmax_jax.bench._sweep, which this installation lacks")
+  from softmax_jax.bench import _sweep as sweeps
+  not_rows = sorted(set(args.ops or ()) - set(sweeps.ROW_OPS))
+  if not_rows:
+    return _fail(f"--sweep times the row-wise operations only, not --ops {','.join(not_rows)}; "
+                 f"choose from {', '.join(sweeps.ROW_OPS)}")
   given = {"dtype": args.dtype[0] if args.dtype else None, "ops": args.ops,
            "reps": args.repeats}
   progress, close = _progress()

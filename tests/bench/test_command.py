@@ -11,7 +11,6 @@ import math
 import os
 import subprocess
 import sys
-import types
 
 import jax
 import pytest
@@ -166,9 +165,11 @@ def test_sweep_runs_the_sweep_module_and_writes_what_it_returns(monkeypatch, tmp
     return {"kind": kind, "context": {"backend": "cpu"},
             "rows": [dict(dataclasses.asdict(r), x=4) for r in rows]}
 
-  module = types.SimpleNamespace(
-      sweep=sweep, plot_sweep=lambda data, path: calls.setdefault("plot", (data["kind"], path)))
-  monkeypatch.setitem(sys.modules, "softmax_jax.bench._sweep", module)
+  from softmax_jax.bench import _sweep
+
+  monkeypatch.setattr(_sweep, "sweep", sweep)
+  monkeypatch.setattr(_sweep, "plot_sweep",
+                      lambda data, path: calls.setdefault("plot", (data["kind"], path)))
   out = tmp_path / "s.json"
   assert cli.main(["bench", "--sweep", "classes", "--dtype", "bfloat16,float32", "--ops",
                    "softmax", "--repeats", "2", "--json", str(out), "--plot",
@@ -187,12 +188,15 @@ def test_sweep_runs_the_sweep_module_and_writes_what_it_returns(monkeypatch, tmp
   assert calls["sweep"] == ("rows", {"quick": True, "progress": calls["sweep"][1]["progress"]})
 
 
-@pytest.mark.internals
-def test_sweep_without_its_module_is_one_line_and_exit_2(monkeypatch, capsys):
-  monkeypatch.setitem(sys.modules, "softmax_jax.bench._sweep", None)  # import fails
-  assert cli.main(["bench", "--sweep", "rows"]) == 2
+def test_a_sweep_of_an_operation_that_is_not_row_wise_is_refused_before_timing(monkeypatch,
+                                                                               capsys):
+  from softmax_jax.bench import _sweep
+
+  monkeypatch.setattr(_sweep, "sweep", lambda *a, **k: pytest.fail("swept before checking"))
+  assert cli.main(["bench", "--sweep", "rows", "--ops", "softmax,softmax_jacobian"]) == 2
   err = capsys.readouterr().err
-  assert err.count("\n") == 1 and "--sweep needs softmax_jax.bench._sweep" in err
+  assert err.count("\n") == 1 and "Traceback" not in err
+  assert "--sweep times the row-wise operations only, not --ops softmax_jacobian" in err
 
 
 def test_a_backend_that_is_not_here_is_one_line_and_exit_2():
