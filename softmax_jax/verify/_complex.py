@@ -149,29 +149,16 @@ def require_holomorphic_layout(prob: Problem) -> None:
 
 
 def times_i(prob: Problem, flat_out: np.ndarray) -> np.ndarray:
-  """``i·w`` for a flat real-view output ``w`` (a complex output's real and imaginary parts
-  ``(a, b)`` become ``(−b, a)``), along the last axis."""
+  """``i·w`` for flat real-view outputs ``w`` (a complex output's parts ``(a, b)`` become
+  ``(−b, a)``), along the last axis."""
   out = np.array(flat_out, np.float64, copy=True)
-  sizes = _out_sizes(prob)
-  start = 0
-  names = prob.out_names
-  i = 0
-  while i < len(names):
-    n = sizes[i]
-    if names[i].endswith(".real") and i + 1 < len(names) and names[i + 1].endswith(".imag"):
-      re = flat_out[..., start:start + n]
-      im = flat_out[..., start + n:start + 2 * n]
-      out[..., start:start + n] = -im
-      out[..., start + n:start + 2 * n] = re
-      start, i = start + 2 * n, i + 2
-    else:
-      start, i = start + n, i + 1
+  shapes = jax.eval_shape(lambda xs, c: prob.view(xs, c), prob.xs, prob.consts)
+  starts = np.cumsum([0, *(int(np.prod(o.shape)) for o in shapes)])
+  for i, name in enumerate(prob.out_names[:-1]):
+    if name.endswith(".real") and prob.out_names[i + 1].endswith(".imag"):
+      re, im = slice(starts[i], starts[i + 1]), slice(starts[i + 1], starts[i + 2])
+      out[..., re], out[..., im] = -flat_out[..., im], flat_out[..., re]
   return out
-
-
-def _out_sizes(prob: Problem) -> list[int]:
-  out = jax.eval_shape(lambda xs, c: prob.view(xs, c), prob.xs, prob.consts)
-  return [int(np.prod(o.shape)) for o in out]
 
 
 @functools.lru_cache(maxsize=64)
@@ -241,13 +228,15 @@ def directions(pool, seed, weights, mask, xs, k: int, *, times_i: bool = False) 
 
 
 def _leaf_weights(gs, xs):
-  """``1 / ‖g_ℓ‖`` per leaf (at least ``10⁻⁶`` of the largest norm), so each leaf adds alike
-  to a projection; ``1 / √n_ℓ`` without a gradient."""
+  """``∝ 1 / ‖g_ℓ‖`` per leaf (norms floored at ``10⁻⁶`` of the largest), so each leaf adds
+  alike to a projection, scaled so the largest weight is 1 (a direction fits any dtype);
+  all 1 without a gradient or where it is zero everywhere."""
   if gs is None:
-    return jnp.stack([1 / jnp.sqrt(jnp.float32(max(x.size, 1))) for x in xs])
+    return jnp.ones(len(xs), jnp.float32)
   norms = jnp.stack([jnp.sqrt(jnp.sum(g[0].astype(jnp.float32) ** 2)) for g in gs])
-  norms = jnp.maximum(norms, jnp.maximum(1e-6 * jnp.max(norms), jnp.finfo(jnp.float32).tiny))
-  return 1 / norms
+  largest = jnp.max(norms)
+  norms = jnp.maximum(norms, 1e-6 * largest)
+  return jnp.where(largest > 0, jnp.min(norms) / jnp.where(largest > 0, norms, 1.0), 1.0)
 
 
 def autodiff_program(view, reasons, static):
@@ -267,6 +256,8 @@ def autodiff_program(view, reasons, static):
       if reason is not None:
         reasons.append(reason)
     weights = _leaf_weights(gs, xs)
+    norms = None if gs is None else jnp.stack([jnp.sqrt(jnp.sum(g[0].astype(jnp.float32) ** 2))
+                                               for g in gs])
     if fwd:
       vs = directions(pool, seed, weights, mask, xs, k)
       jvs = jax.vmap(lambda v: jax.jvp(f, (xs,), (v,))[1])(vs)
@@ -274,7 +265,7 @@ def autodiff_program(view, reasons, static):
       fterms, reason = traced_term_magnitude(jax.vmap(lin), vs)
       if reason is not None:
         reasons.append("fwd: " + reason)
-    return gs, terms, weights, jvs, fterms
+    return gs, terms, (weights, norms), jvs, fterms
   return program
 
 
@@ -296,7 +287,7 @@ def float64_program(view, reasons, static):
     f = lambda z: view(z, consts)  # noqa: E731
 
     def one(v):
-      d = fd.central_difference(f, xs, v, richardson=False)
+      d = fd.central_difference(f, xs, v)
       return d.value, d.error
     values, errors = lax.map(one, vs)
     u = jax.vmap(lambda b: ravel_pytree(b)[0])(us).astype(jnp.float64)
@@ -394,6 +385,7 @@ class Stage(NamedTuple):
 
 
 def ratio(stage):
+  """``|got − want| / allowed`` per projection; ``inf`` where either side is not finite."""
   err = np.abs(stage.got - stage.want)
   with np.errstate(divide="ignore", invalid="ignore"):
-    return np.where(err > 0, err / stage.allowed, 0.0)
+    return np.where(np.isfinite(err), np.where(err > 0, err / stage.allowed, 0.0), np.inf)

@@ -19,19 +19,22 @@ primitive, and grid points that differ only in the logit scale reuse it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import numpy as np
 
 from softmax_jax import _arguments
+from softmax_jax._softmax import log_softmax, softmax
+from softmax_jax.verify._cases import DENSE_MAX, NONFINITE_SCALES, Case, Point, make_case, points
 from softmax_jax.verify._cases import FULL as FULL
-from softmax_jax.verify._cases import NONFINITE_SCALES, Case, Point, make_case, points
 from softmax_jax.verify._cases import QUICK as QUICK
 from softmax_jax.verify._compare import compare, finite_abs
 from softmax_jax.verify._comparisons import CHECKS as CHECKS
 from softmax_jax.verify._comparisons import Comparison
 from softmax_jax.verify._evaluator import Evaluator
 from softmax_jax.verify._finite_differences import float64_enabled
+from softmax_jax.verify._projections import first_order_checks
 from softmax_jax.verify._tolerances import bound
 
 
@@ -69,6 +72,9 @@ def run_case(dtype: str, classes: int, scale: str, functions=None,
   rows = []
   with float64_enabled():
     case = make_case(dtype, classes, scale)
+  with float64_enabled() if dtype == "float64" else contextlib.nullcontext():
+    rows.extend(fast_rows(case, functions))
+  with float64_enabled():
     for name, comparisons in CHECKS.items():
       if functions and name not in functions:
         continue
@@ -78,6 +84,31 @@ def run_case(dtype: str, classes: int, scale: str, functions=None,
         nan = float("nan")
         rows.append(Row(name, _arguments.error_line(err, 120), case.dtype, case.classes,
                         case.scale, "error", "softmax_jax", nan, nan, nan, nan, "FAIL"))
+  return rows
+
+
+FAST_FUNCTIONS = {"softmax": softmax, "log_softmax": log_softmax}  # by projections, large C
+
+
+def fast_rows(case: Case, functions=None) -> list[Row]:
+  """Above :data:`~softmax_jax.verify._cases.DENSE_MAX` classes, where a Jacobian would not
+  fit, the forward and reverse modes of softmax and log_softmax against float64 central
+  differences and each other by random projections
+  (:func:`softmax_jax.verify._projections.first_order_checks`, fast mode), at the points
+  with finite logits."""
+  if case.classes <= DENSE_MAX or case.scale in NONFINITE_SCALES:
+    return []
+  rows = []
+  for name, fn in FAST_FUNCTIONS.items():
+    if functions and name not in functions:
+      continue
+    for c in first_order_checks(fn, (case.x,), fast=True).checks:
+      if c.passed is None:
+        continue
+      rows.append(Row(name, "projections", case.dtype, case.classes, case.scale,
+                      f"{c.mode}~{c.reference}", "softmax_jax", c.max_abs_err, c.max_rel_err,
+                      float("nan"), float("nan"), "ok" if c.passed else "FAIL", c.max_abs_err,
+                      c.bound, float("nan"), case.classes, c.bound_rule, c.where))
   return rows
 
 
@@ -160,7 +191,9 @@ def legend() -> str:
           "rtol = cε + 2ε_acc√n (c = 16 for float64/float32, 4 for bfloat16/float16, summed in "
           "float32; n = C, 1 for elementwise functions; at least 1000ε₆₄^(2/3) for fd, plus its "
           "error estimate); scale = max(Σ|terms| behind the entry, max|ref| of the example); plus "
-          "c·tiny for results below the dtype's range")
+          "c·tiny for results below the dtype's range; 'projections' rows (C > 1000, finite "
+          "logits): fwd/rev against float64 differences and each other through random uᵀJv, "
+          "their bound rule in the JSON")
 
 
 def summary(rows: list[Row]) -> str:

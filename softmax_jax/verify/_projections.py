@@ -142,10 +142,10 @@ def _fast_checks(prob, out, modes, reasons, key, k, holomorphic) -> list[Check]:
   def evaluate(leaf, times_i=False):
     """The input-dtype and float64 programs for the directions on ``leaf`` (None: all)."""
     if times_i:  # the directions i·v of the same v: differences only
-      gs = terms = jvs = fterms = reason = None
-      weights = evaluate(leaf, False)[3]
+      gs = terms = jvs = fterms = reason = norms = None
+      weights = evaluate(leaf, False)[3][0]
     else:
-      (gs, terms, weights, jvs, fterms), reason = run_program(
+      (gs, terms, (weights, norms), jvs, fterms), reason = run_program(
           autodiff_program, view, xs, consts, u_rev, pool, seed, mask(leaf),
           static=(k, rev_ok, fwd_ok))
     (diffs, projections, jvs64), _ = run_program(
@@ -153,8 +153,9 @@ def _fast_checks(prob, out, modes, reasons, key, k, holomorphic) -> list[Check]:
         static=(k, rev_ok and not times_i, fwd_ok and not times_i, times_i), x64=True)
     forward = None if jvs is None else (_complex.flat(jvs, k), _complex.flat(jvs64, k),
                                         None if fterms is None else _complex.flat(fterms, k))
-    return (tuple(np.asarray(a) for a in diffs), projections, forward, np.asarray(weights),
-            terms is None and rev_ok, reason)
+    return (tuple(np.asarray(a) for a in diffs), projections, forward,
+            (weights, None if norms is None else np.asarray(norms)), terms is None and rev_ok,
+            reason)
 
   def differences(leaf, times_i=False):
     return evaluate(leaf, times_i)[0]
@@ -162,10 +163,10 @@ def _fast_checks(prob, out, modes, reasons, key, k, holomorphic) -> list[Check]:
   def forward(leaf):
     return evaluate(leaf, False)[2]
 
-  _, projections, _, weights, term_failed, term_reason = evaluate(None, False)
+  _, projections, _, (weights, norms), term_failed, term_reason = evaluate(None, False)
   rev = None
   if rev_ok:
-    rev = (*(np.asarray(a) for a in projections), 1 / weights, weights)
+    rev = (*(np.asarray(a) for a in projections), norms, np.asarray(weights))
   rule_m = ("M = max|g| over every leaf (Σ|terms| not propagated: " + str(term_reason) + ")"
             if term_failed else "M = Σ|terms| of JAX's VJP per entry" if rev_ok
             else "Σ_i |u_i|·max(Σ|terms|_i, |D_i|) of the JVP (no VJP)")

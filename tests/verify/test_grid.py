@@ -1,11 +1,13 @@
 """The verification grid (softmax_jax.verify._grid, _cases): its points, its rows and what
 it prints."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from softmax_jax.verify import _cases, _comparisons, _grid
+from softmax_jax.verify._finite_differences import float64_enabled
 
 
 def test_points_run_over_every_dtype_class_count_and_scale():
@@ -73,3 +75,24 @@ def test_summary_counts_our_rows_and_the_baselines_beyond_their_bound():
   lines = _grid.format_table(rows[:2]).splitlines()
   assert len(lines) == 2 + 2 + 1 and lines[-1] == _grid.legend()
   assert lines[3].split()[-1] == "FAIL" and lines[2].split()[1] == "-"  # no variant
+
+
+def _one_percent_off_softmax():
+  @jax.custom_jvp
+  def f(x):
+    return _grid.softmax(x)
+  f.defjvp(lambda p, t: (f(p[0]), 1.01 * jax.jvp(_grid.softmax, p, t)[1]))
+  return f
+
+
+@pytest.mark.internals
+def test_above_dense_max_the_grid_checks_by_projections(monkeypatch):
+  with float64_enabled():
+    case = _cases.make_case("float32", 32768, "1")
+  rows = _grid.fast_rows(case, ["softmax"])
+  assert [(r.function, r.variant, r.method, r.status) for r in rows] == [
+      ("softmax", "projections", m, "ok") for m in ("fwd~fd", "rev~fd", "rev~fwd")]
+  assert _grid.fast_rows(_cases.make_case("float32", 10, "1")) == []  # a Jacobian fits there
+  monkeypatch.setitem(_grid.FAST_FUNCTIONS, "softmax", _one_percent_off_softmax())
+  status = {r.method: r.status for r in _grid.fast_rows(case, ["softmax"])}
+  assert status == {"fwd~fd": "FAIL", "rev~fd": "FAIL", "rev~fwd": "ok"}

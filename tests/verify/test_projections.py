@@ -88,7 +88,8 @@ def test_package_functions_pass_in_bfloat16(rng):
   fn, args = _package_functions(rng, jnp.bfloat16)
   result = first_order_checks(lambda z, t, *_: sj.softmax(z), args[:2] + args[2:], fast=True)
   assert_all_pass(result)
-  assert "ε = 7.8e-03" in by_pair(result)["rev", "fwd"].bound_rule  # the looser bfloat16 bound
+  note = by_pair(result)["rev", "fd"].note  # its own, looser bound for bfloat16 rounding
+  assert "if only in bfloat16" in note
 
 
 def _mlp(widths, seed=0, batch=4):
