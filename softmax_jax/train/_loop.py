@@ -124,7 +124,7 @@ def evaluate(params, x, y, *, compute_dtype=None) -> tuple[jax.Array, jax.Array]
     nan = jnp.asarray(jnp.nan, jnp.float32)
     return nan, nan
   z = _model.logits(params, x, compute_dtype=compute_dtype)
-  return (cross_entropy_with_integer_labels(z, y),
+  return (cross_entropy_with_integer_labels(z, y, impl=_model.loss_impl()),
           jnp.mean((jnp.argmax(z, -1) == y).astype(z.dtype)))
 
 

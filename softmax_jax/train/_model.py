@@ -174,13 +174,24 @@ def loss(params: Params, x: ArrayLike, labels: ArrayLike, *, l2: float = 0.0,
   return _loss_and_terms(params, x, labels, l2, weights, reduction, compute_dtype)[0]
 
 
+def loss_impl() -> str:
+  """The loss's ``impl`` for the backend the model's programs run on.
+
+  ``"auto"`` builds the Pallas kernel into a program beside the XLA path (for a program
+  lowered for CUDA); tracing it costs a CPU run a few tenths of a second per program and
+  is never used there, so on a CPU backend the model asks for XLA directly.
+  """
+  return "xla" if jax.default_backend() == "cpu" else "auto"
+
+
 def _loss_and_terms(params, x, labels, l2, weights, reduction, compute_dtype):
   """``(objective, (logits, per-example ξ))``: the extra terms serve the training metrics."""
   x = _check_x(params, x, "loss")
   z = _forward(params, x, compute_dtype)[1]
   labels = _check_labels(labels, z, "loss")
   w, norm = _weights_and_norm(labels, weights, reduction, z.dtype)
-  per_example = cross_entropy_with_integer_labels(z, labels, reduction="none")
+  per_example = cross_entropy_with_integer_labels(z, labels, reduction="none",
+                                                   impl=loss_impl())
   objective = jnp.sum(w * per_example) / norm + _penalty(params, l2).astype(z.dtype)
   return objective, (z, per_example)
 
