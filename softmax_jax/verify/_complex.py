@@ -17,10 +17,9 @@ So checking the real view's JVP and VJP against real central differences checks
 JAX's complex derivatives in both real directions of every complex entry.  Integer
 leaves are held constant (they are passed through, never perturbed).
 
-The programs the fast checks run on the real view (its VJP and ``Σ|terms|``, its
-JVP, the directions, their projections, the float64 differences) are compiled once per
-function and shapes (:func:`run_program`), so a second check of the same function
-reuses them.
+The fast checks' programs on the real view (its VJP and ``Σ|terms|``, JVP, directions,
+projections, float64 differences) are compiled once per function and shapes
+(:func:`run_program`): a second check of the same function reuses them.
 """
 
 from __future__ import annotations
@@ -205,20 +204,25 @@ POOL_BITS = 16
 POOL = 1 << POOL_BITS  # Gaussians drawn by jax.random; the directions' entries are picked from them
 
 
-def directions(pool, seed, weights, mask, xs, k: int, *, times_i: bool = False) -> list:
+def directions(pool, seed, weights, mask, xs, k: int, *, times_i: bool = False,
+               index=None) -> list:
   """The ``K`` directions ``v``: leaf ``ℓ`` is ``weights[ℓ]·mask[ℓ]`` times entries of ``pool``
   (:data:`POOL` standard Gaussians) picked by a counter-based hash of ``seed``, the leaf and
   the entry, regenerated wherever needed instead of stored; in the leaf's dtype,
-  ``[K, *shape]``.  Given the hash, ``⟨δ, v⟩`` is exactly Gaussian, of variance
-  ``Σ_p (Σ_{j picks p} δ_j)²`` (``‖δ‖²`` on average over the hash).  ``times_i``: the
-  directions ``i·v`` (complex parts ``(a, b)`` become ``(−b, a)``)."""
+  ``[K, *shape]`` (``index``: direction ``index`` alone, ``[*shape]``, the same values).
+  Given the hash, ``⟨δ, v⟩`` is exactly Gaussian, of variance ``Σ_p (Σ_{j picks p} δ_j)²``
+  (``‖δ‖²`` on average over the hash).  ``times_i``: the directions ``i·v`` (complex parts
+  ``(a, b)`` become ``(−b, a)``)."""
   seed = jnp.asarray(seed, jnp.uint32)
   out = []
   for i, x in enumerate(xs):
     stream = _mix(seed ^ _mix(jnp.uint32(i + 1) * jnp.uint32(0x9E3779B9)))
-    count = lax.broadcasted_iota(jnp.uint32, (k, *x.shape), 0) * jnp.uint32(max(x.size, 1))
+    shape, lead = (x.shape, 0) if index is not None else ((k, *x.shape), 1)
+    first = (lax.broadcasted_iota(jnp.uint32, shape, 0) if index is None else
+             jnp.full(shape, jnp.asarray(index, jnp.uint32)))
+    count = first * jnp.uint32(max(x.size, 1))
     for axis in range(x.ndim):
-      count = count + lax.broadcasted_iota(jnp.uint32, (k, *x.shape), axis + 1) * jnp.uint32(
+      count = count + lax.broadcasted_iota(jnp.uint32, shape, axis + lead) * jnp.uint32(
           int(np.prod(x.shape[axis + 1:], dtype=np.int64)))
     z = pool[_mix(count ^ stream) >> (32 - POOL_BITS)]
     out.append(((weights[i] * mask[i]).astype(jnp.float32) * z).astype(x.dtype))
@@ -274,43 +278,48 @@ def float64_program(view, reasons, static):
   difference ``D(v)`` (flat over the outputs) with its error estimate, ``⟨u, D(v)⟩``, twice
   ``Σ|u|·error`` and ``Σ|u·D|``; with ``rev``, per projection and leaf ``⟨g, v⟩`` of the
   input-dtype gradient ``gs`` and of the float64 one, and ``√Σ (M v)²``; with ``fwd``, the
-  float64 ``J v``.  ``static = (K, rev, fwd, times_i)``.
+  float64 ``J v``.  ``static = (K, rev, fwd, times_i, richardson)``: ``richardson`` adds
+  the evaluations at ``x ± 2hv`` behind the differences' truncation estimate.
+  One direction at a time (``lax.map``), regenerated inside the loop (no ``[K, inputs]``).
 
   ``M = max|g|`` over every leaf where the ``Σ|terms|`` were not propagated (a leaf's own
   largest entry would miss the cancellation behind a gradient that is zero up to
   rounding).
   """
-  k, rev, fwd, times_i = static
+  k, rev, fwd, times_i, richardson = static
 
   def program(xs, consts, us, pool, seed, weights, mask, gs, terms):
-    vs = lax.optimization_barrier(directions(pool, seed, weights, mask, xs, k, times_i=times_i))
     f = lambda z: view(z, consts)  # noqa: E731
-
-    def one(v):
-      d = fd.central_difference(f, xs, v)
-      return d.value, d.error
-    values, errors = lax.map(one, vs)
-    u = jax.vmap(lambda b: ravel_pytree(b)[0])(us).astype(jnp.float64)
-    differences = (values, errors, jnp.sum(u * values, -1),
-                   2 * jnp.sum(jnp.abs(u) * errors, -1), jnp.sum(jnp.abs(u * values), -1))
-    x64, v64 = _upcast(xs), _upcast(vs)
-    projections = jvs = None
+    x64 = _upcast(xs)
+    xmax = fd.largest(x64, finite_only=True)  # once, not once per direction
     if rev:
       _, pullback = jax.vjp(f, x64)
       n_u = gs[0].shape[0]
       gs64 = jax.vmap(lambda c: pullback(c)[0])(_upcast([a[:n_u] for a in us]))
       largest = jnp.max(jnp.stack([jnp.max(jnp.abs(g.astype(jnp.float64))) for g in gs]))
-      dots, dots64, noise = [], [], []
-      for i, v in enumerate(v64):
-        axes = tuple(range(1, v.ndim))
-        dots.append(jnp.sum(gs[i].astype(jnp.float64) * v, axis=axes))
-        dots64.append(jnp.sum(gs64[i] * v, axis=axes))
-        m = largest if terms is None else jnp.abs(terms[i].astype(jnp.float64))
-        noise.append(jnp.sqrt(jnp.sum((m * v) ** 2, axis=axes)))
-      projections = tuple(jnp.broadcast_to(jnp.stack(a, 1), (k, len(xs)))
-                          for a in (dots, dots64, noise))  # [K, leaves]
-    if fwd:
-      jvs = jax.vmap(lambda v: jax.jvp(f, (x64,), (v,))[1])(v64)
+
+    def one(j):
+      v = directions(pool, seed, weights, mask, xs, k, times_i=times_i, index=j)
+      v64 = _upcast(v)
+      d = fd.central_difference(f, x64, v64, richardson=richardson, xmax=xmax)
+      projections = jv = None
+      if rev:
+        dots, dots64, noise = [], [], []
+        c = jnp.minimum(j, n_u - 1)  # the j-th cotangent's gradient (one for a scalar output)
+        for i, vi in enumerate(v64):
+          dots.append(jnp.sum(gs[i][c].astype(jnp.float64) * vi))
+          dots64.append(jnp.sum(gs64[i][c] * vi))
+          m = largest if terms is None else jnp.abs(terms[i][c].astype(jnp.float64))
+          noise.append(jnp.sqrt(jnp.sum((m * vi) ** 2)))
+        projections = tuple(jnp.stack(a) for a in (dots, dots64, noise))  # [leaves]
+      if fwd:
+        jv = jax.jvp(f, (x64,), (v64,))[1]
+      return d.value, d.error, projections, jv
+
+    values, errors, projections, jvs = lax.map(one, jnp.arange(k))
+    u = jax.vmap(lambda b: ravel_pytree(b)[0])(us).astype(jnp.float64)
+    differences = (values, errors, jnp.sum(u * values, -1),
+                   2 * jnp.sum(jnp.abs(u) * errors, -1), jnp.sum(jnp.abs(u * values), -1))
     return differences, projections, jvs
   return program
 
