@@ -1,7 +1,8 @@
 """Builds docs/benchmarks.md (and its plot) from one or more `softmax-jax bench --json` files.
 
     softmax-jax bench --json cpu.json
-    python experiments/backend_benchmark.py cpu.json [gpu.json ...] [--runs cpu2.json cpu3.json]
+    python experiments/backend_benchmark.py cpu.json [gpu.json ...] [--runs cpu2.json cpu3.json] \
+        [--notes experiments/benchmarks_notes.md experiments/benchmarks_sweeps.md]
 
 Rows from several backends are merged into one document; the targets of the
 benchmark issue are checked on each file's own ratios (each measured in one run).
@@ -188,7 +189,8 @@ def main() -> int:
   parser.add_argument("--out", type=pathlib.Path, default=DOCS / "benchmarks.md")
   parser.add_argument("--plot", type=pathlib.Path, default=DOCS / "benchmarks.png",
                       help="the bar chart of the fraction of copy (--plot '' for none)")
-  parser.add_argument("--notes", type=pathlib.Path, help="markdown appended after the tables")
+  parser.add_argument("--notes", nargs="*", type=pathlib.Path, default=[],
+                      help="markdown files appended after the tables, in order")
   parser.add_argument("--runs", nargs="*", type=pathlib.Path, default=[],
                       help="more CPU runs of the first file's command, tabulated with it")
   args = parser.parse_args()
@@ -196,8 +198,8 @@ def main() -> int:
   text = render(runs)
   if args.runs:
     text += "\n" + runs_table([runs[0], *(json.loads(p.read_text()) for p in args.runs)])
-  if args.notes:
-    text += "\n" + args.notes.read_text()
+  for notes in args.notes:
+    text += "\n" + notes.read_text()
   args.out.write_text(text)
   if args.plot and str(args.plot) not in ("", "."):
     bench.plot([bench.Result(**r) for run in runs for r in run["rows"]], args.plot)
