@@ -16,9 +16,9 @@ from softmax_jax.train._loop import init_state as init_state
 from softmax_jax.train._loop import make_epoch as make_epoch
 from softmax_jax.train._predict import load_params as load_params
 from softmax_jax.train._predict import predict_run as predict_run
+from softmax_jax.train._rundir import RunError as RunError
 from softmax_jax.train._runs import DataConfig as DataConfig
 from softmax_jax.train._runs import Interrupted as Interrupted
-from softmax_jax.train._rundir import RunError as RunError
 from softmax_jax.train._runs import train_run as train_run
 
 __all__ = ["OPTIMIZERS", "CheckpointError", "DataConfig", "Interrupted", "RunError",
