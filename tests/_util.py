@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.custom_batching import custom_vmap
 
 import softmax_jax as sj
 from softmax_jax import linear_cross_entropy
@@ -145,3 +146,38 @@ def write_data_file(tmp_path, text: str, name: str = "data.csv"):
   else:
     path.write_text(text)
   return path
+
+
+# Planted faults shared by the tests of softmax_jax.verify
+
+def row_dot(factor, *, only_when_one_is_unbatched=False):
+  """``Σ_i a_i b_i`` over the last axis, with a batching rule off by ``factor`` (only when
+  one operand is unbatched, with ``only_when_one_is_unbatched``)."""
+  @custom_vmap
+  def dot(a, b):
+    return jnp.sum(a * b, -1)
+
+  @dot.def_vmap
+  def _rule(axis_size, in_batched, a, b):
+    a, b = (v if batched else jnp.broadcast_to(v, (axis_size, *v.shape))
+            for v, batched in zip((a, b), in_batched, strict=True))
+    wrong = not all(in_batched) or not only_when_one_is_unbatched
+    return (factor if wrong else 1.0) * jnp.sum(a * b, -1), True
+
+  return dot
+
+
+def squared_norm_jvp_batched_wrong(factor, **options):
+  """``Σ x²`` with a custom_jvp rule whose batched form is off by ``factor``."""
+  dot = row_dot(factor, **options)
+
+  @jax.custom_jvp
+  def squared_norm(x):
+    return jnp.sum(x ** 2, -1)
+
+  @squared_norm.defjvp
+  def _jvp(primals, tangents):
+    (x,), (v,) = primals, tangents
+    return squared_norm(x), dot(2 * x, v)  # d Σx² = 2⟨x, v⟩
+
+  return squared_norm

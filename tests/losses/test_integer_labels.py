@@ -1,5 +1,7 @@
 """cross_entropy_with_integer_labels (softmax_jax/losses/_integer_labels.py)."""
 
+import os
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,6 +11,7 @@ import pytest
 from jax.test_util import check_grads
 
 import softmax_jax as sj
+from softmax_jax import _xla_workarounds as xla_workarounds
 
 import reference as ref
 from _util import (
@@ -154,16 +157,22 @@ def test_hessian_is_softmax_jacobian(rng):
 
 
 @pytest.mark.internals
-def test_reverse_mode_keeps_no_logits_sized_temporary(rng):
+def test_reverse_mode_keeps_at_most_one_logits_sized_temporary(rng):
   """Internals (compiled memory): under ``jax.jit`` the gradient of the custom-JVP loss is
-  written in the pass that recomputes ``y``; no further ``[N, C]`` buffer is allocated."""
+  written in the pass that recomputes ``y``.  With XLA:CPU's YNNPACK reduction fusion no
+  ``[N, C]`` buffer is allocated besides the gradient; with it turned off (the
+  workaround of jaxlib 0.10.2's miscompilation that ``import softmax_jax`` applies, see
+  ``softmax_jax/_xla_workarounds.py``) XLA stores ``e^{z − m}`` once for the two row sums
+  that read it, and never more than that."""
   n, c = 512, 1024
   z = logits(rng, (n, c), jnp.float32)
   y = jnp.asarray(rng.integers(0, c, n))
   loss = lambda z: sj.cross_entropy_with_integer_labels(z, y)  # noqa: E731
   compiled = jax.jit(jax.value_and_grad(loss)).lower(z).compile()
   temp = compiled.memory_analysis().temp_size_in_bytes
-  assert temp <= 0.05 * n * c * 4, temp
+  without_ynn_reduce = xla_workarounds.FLAG in os.environ.get("XLA_FLAGS", "")
+  buffers = 1 if without_ynn_reduce and jax.default_backend() == "cpu" else 0
+  assert temp <= (buffers + 0.05) * n * c * 4, temp
 
 
 # --- numerics ---------------------------------------------------------------------

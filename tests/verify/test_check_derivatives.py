@@ -10,11 +10,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import pytest
-from jax.custom_batching import custom_vmap
 
 from softmax_jax import log_softmax, softmax
 from softmax_jax.losses import cross_entropy_with_integer_labels
 from softmax_jax.verify import DerivativeReport, assert_derivatives, check_derivatives
+
+from _util import squared_norm_jvp_batched_wrong
 
 ROOT = Path(__file__).resolve().parents[2]
 X = jnp.array([[0.5, -1.0, 2.0, 0.3], [0.1, 0.2, 3.0, -0.7]])
@@ -69,26 +70,7 @@ def test_float64_pytree_function_raises_no_alarm():
 
 def batching_wrong_square():
   """``Σ x²`` per row with a custom_jvp whose batched dot product is 1 % off."""
-  @custom_vmap
-  def dot(a, b):
-    return jnp.sum(a * b, -1)
-
-  @dot.def_vmap
-  def _rule(axis_size, in_batched, a, b):
-    a, b = (v if batched else jnp.broadcast_to(v, (axis_size, *v.shape))
-            for v, batched in zip((a, b), in_batched, strict=True))
-    return 1.01 * jnp.sum(a * b, -1), True
-
-  @jax.custom_jvp
-  def square(x):
-    return jnp.sum(x ** 2, -1)
-
-  @square.defjvp
-  def _jvp(primals, tangents):
-    (x,), (v,) = primals, tangents
-    return square(x), dot(2 * x, v)
-
-  return square
+  return squared_norm_jvp_batched_wrong(1.01)
 
 
 def test_a_wrong_batching_rule_is_named_and_jit_is_cleared():

@@ -6,12 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.custom_batching import custom_vmap
 
 from softmax_jax import log_softmax
 from softmax_jax.losses import binary_cross_entropy
 from softmax_jax.verify import _consistency as consistency
 from softmax_jax.verify import _second_order
+
+from _util import row_dot, squared_norm_jvp_batched_wrong
 
 KEY = jax.random.key(3)
 X = jnp.array([[0.5, -1.0, 2.0, 0.3], [0.1, 0.2, 3.0, -0.7]])
@@ -32,39 +33,6 @@ def statuses(checks):
 # ---------------------------------------------------------------------------
 # Planted faults
 # ---------------------------------------------------------------------------
-
-
-def row_dot(factor, *, only_when_one_is_unbatched=False):
-  """``Σ_i a_i b_i`` over the last axis, with a batching rule off by ``factor`` (only when
-  one operand is unbatched, with ``only_when_one_is_unbatched``)."""
-  @custom_vmap
-  def dot(a, b):
-    return jnp.sum(a * b, -1)
-
-  @dot.def_vmap
-  def _rule(axis_size, in_batched, a, b):
-    a, b = (v if batched else jnp.broadcast_to(v, (axis_size, *v.shape))
-            for v, batched in zip((a, b), in_batched, strict=True))
-    wrong = not all(in_batched) or not only_when_one_is_unbatched
-    return (factor if wrong else 1.0) * jnp.sum(a * b, -1), True
-
-  return dot
-
-
-def squared_norm_jvp_batched_wrong(factor, **options):
-  """``Σ x²`` with a custom_jvp rule whose batched form is off by ``factor``."""
-  dot = row_dot(factor, **options)
-
-  @jax.custom_jvp
-  def squared_norm(x):
-    return jnp.sum(x ** 2, -1)
-
-  @squared_norm.defjvp
-  def _jvp(primals, tangents):
-    (x,), (v,) = primals, tangents
-    return squared_norm(x), dot(2 * x, v)  # d Σx² = 2⟨x, v⟩
-
-  return squared_norm
 
 
 def scaled_by_sum_vjp_batched_wrong(factor):
