@@ -281,17 +281,17 @@ def float64_program(view, reasons, static):
   float64 ``J v``.  ``static = (K, rev, fwd, times_i, richardson)``: ``richardson`` adds
   the evaluations at ``x ± 2hv`` behind the differences' truncation estimate.
   One direction at a time (``lax.map``), regenerated inside the loop (no ``[K, inputs]``).
-
   ``M = max|g|`` over every leaf where the ``Σ|terms|`` were not propagated (a leaf's own
-  largest entry would miss the cancellation behind a gradient that is zero up to
-  rounding).
+  largest entry would miss the cancellation behind a gradient zero up to rounding).
   """
   k, rev, fwd, times_i, richardson = static
 
   def program(xs, consts, us, pool, seed, weights, mask, gs, terms):
     f = lambda z: view(z, consts)  # noqa: E731
     x64 = _upcast(xs)
-    xmax = fd.largest(x64, finite_only=True)  # once, not once per direction
+    # max|x|, and a bound of max|v| (largest leaf weight × max|pool|), once for all directions
+    xmax = fd.largest(x64, finite_only=True)
+    vmax = jnp.max(jnp.abs(weights * mask)) * jnp.max(jnp.abs(pool)).astype(jnp.float64)
     if rev:
       _, pullback = jax.vjp(f, x64)
       n_u = gs[0].shape[0]
@@ -301,17 +301,17 @@ def float64_program(view, reasons, static):
     def one(j):
       v = directions(pool, seed, weights, mask, xs, k, times_i=times_i, index=j)
       v64 = _upcast(v)
-      d = fd.central_difference(f, x64, v64, richardson=richardson, xmax=xmax)
+      d = fd.central_difference(f, x64, v64, richardson=richardson, xmax=xmax, vmax=vmax)
       projections = jv = None
       if rev:
-        dots, dots64, noise = [], [], []
-        c = jnp.minimum(j, n_u - 1)  # the j-th cotangent's gradient (one for a scalar output)
-        for i, vi in enumerate(v64):
-          dots.append(jnp.sum(gs[i][c].astype(jnp.float64) * vi))
-          dots64.append(jnp.sum(gs64[i][c] * vi))
+        c, sums = jnp.minimum(j, n_u - 1), []  # the j-th cotangent's (one for a scalar output)
+        for i, vi in enumerate(v64):  # ⟨g, v⟩, ⟨g64, v⟩ and Σ(M v)² in one pass over the leaf
           m = largest if terms is None else jnp.abs(terms[i][c].astype(jnp.float64))
-          noise.append(jnp.sqrt(jnp.sum((m * vi) ** 2)))
-        projections = tuple(jnp.stack(a) for a in (dots, dots64, noise))  # [leaves]
+          sums.append(lax.reduce(
+              (gs[i][c].astype(jnp.float64) * vi, gs64[i][c] * vi, (m * vi) ** 2), (0.0,) * 3,
+              lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] + b[2]), tuple(range(vi.ndim))))
+        dots, dots64, noise = (jnp.stack(a) for a in zip(*sums, strict=True))  # [leaves]
+        projections = (dots, dots64, jnp.sqrt(noise))
       if fwd:
         jv = jax.jvp(f, (x64,), (v64,))[1]
       return d.value, d.error, projections, jv

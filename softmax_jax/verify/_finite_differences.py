@@ -35,7 +35,7 @@ def float64_enabled():
 
 
 def central_difference(fn, x, v, *, batched: bool = False, richardson: bool = True,
-                       xmax=None) -> Difference:
+                       xmax=None, vmax=None) -> Difference:
   """``(f(x + h v) − f(x − h v)) / 2h`` in float64 and its error estimate, as JAX arrays,
   flat over the leaves of ``fn(x)``.
 
@@ -51,7 +51,8 @@ def central_difference(fn, x, v, *, batched: bool = False, richardson: bool = Tr
   only ``x ± hv`` (half the cost) and estimates the rounding alone: the caller then
   allows for truncation itself (the fast checks add ``1000·ε₆₄^(2/3)·|D|``, the rule of
   :func:`softmax_jax.verify._tolerances.fd_tolerance`).  ``xmax``: ``max|x|`` over the
-  finite entries, when the caller has it already (one pass over ``x`` fewer per call).
+  finite entries, and ``vmax``, ``max|v|`` or a bound of it, when the caller has them
+  already (one pass over ``x`` or ``v`` fewer per call).
 
   Examples:
     >>> import jax.numpy as jnp
@@ -65,7 +66,7 @@ def central_difference(fn, x, v, *, batched: bool = False, richardson: bool = Tr
     v64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), v)
     tiny = jnp.finfo(jnp.float64).tiny
     xmax = largest(x64, finite_only=True) if xmax is None else xmax
-    vmax = jnp.maximum(largest(v64), tiny)
+    vmax = jnp.maximum(largest(v64) if vmax is None else vmax, tiny)
     h = float(jnp.finfo(jnp.float64).eps) ** (1 / 3) * jnp.maximum(1.0, xmax) / vmax
 
     def f(s):
