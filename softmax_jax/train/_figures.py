@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from softmax_jax.train import _model, _rundir
-from softmax_jax.train._config import TrainConfig
 
 
 def draws_regions(prep) -> bool:
@@ -38,13 +37,11 @@ def plane(params) -> tuple[int, int]:
   return i, j
 
 
-def draw(out, config: TrainConfig, prep, params, history, arrays,
-         test_predictions) -> list[str]:
+def draw(out, prep, params, history, arrays, test_predictions) -> list[str]:
   """Draw the figures of a run into ``out`` (each written atomically); returns their names.
 
   Args:
     out: the run directory.
-    config: the training configuration.
     prep: the data, split and standardised (``Prepared``).
     params: the trained parameters.
     history: the metrics rows of every epoch.

@@ -139,8 +139,7 @@ def write_outputs(out, config: TrainConfig, data, prep, result: _loop.TrainResul
     metrics["best_epoch"] = best["epoch"]
   written = ["config.json", "metrics.json", "history.csv", "params.npz", "model.json"]
   if plots:
-    written += _figures.draw(out, config, prep, params, result.history, arrays,
-                             test_predictions)
+    written += _figures.draw(out, prep, params, result.history, arrays, test_predictions)
   if compilations is not None:
     metrics["compilations"] = compilations.to_dict()
   metrics = _rundir.finite_or_none(metrics)  # an empty split has no accuracy: null, not NaN
