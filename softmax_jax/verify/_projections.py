@@ -28,8 +28,8 @@ import numpy as np
 from softmax_jax.verify import _complex, _pytrees
 from softmax_jax.verify import _finite_differences as fd
 from softmax_jax.verify._compare import compare, max_per_segment
-from softmax_jax.verify._complex import autodiff_program, float64_program, run_program
 from softmax_jax.verify._derivatives import Magnitude, _jacobian_terms_magnitude
+from softmax_jax.verify._fast_programs import POOL, autodiff_program, float64_program, run_program
 from softmax_jax.verify._report import Check
 from softmax_jax.verify._tolerances import bound, fd_tolerance
 
@@ -87,7 +87,7 @@ def first_order_checks(fn, args: tuple, *, modes=("fwd", "rev"), fast: bool | No
   prob = _complex.problem(fn, args)
   if holomorphic:
     _complex.require_holomorphic_layout(prob)
-  out = jax.eval_shape(lambda xs, c: prob.view(xs, c), prob.xs, prob.consts)
+  out = prob.out
   n_in, n_out = sum(_complex.sizes(prob.xs)), sum(_complex.sizes(out))
   entries = n_in * n_out
   fast = entries > FULL_MAX if fast is None else fast
@@ -96,7 +96,7 @@ def first_order_checks(fn, args: tuple, *, modes=("fwd", "rev"), fast: bool | No
                      f"entries (over {FULL_MAX}); pass fast=True to check it by random "
                      "projections uᵀJv.")
   key = jax.random.key(0) if key is None else key
-  reasons = {m: _complex.unavailable_reason(prob, m) for m in MODES}
+  reasons = prob.reasons
   if fast:
     args = (prob, out, modes, reasons, key, int(projections), holomorphic)
     checks = _fast_checks(*args, richardson=False)
@@ -136,7 +136,7 @@ def _fast_checks(prob, out, modes, reasons, key, k, holomorphic, *,
   n_leaves = len(xs)
   key_v, key_pool = jax.random.split(key_v)
   seed = np.uint32(jax.random.bits(key_v, (), jnp.uint32))
-  pool = np.asarray(jax.random.normal(key_pool, (_complex.POOL,), jnp.float32))
+  pool = np.asarray(jax.random.normal(key_pool, (POOL,), jnp.float32))
   u_rev = [u[:1] for u in us] if scalar else us  # one VJP for a scalar output
 
   mask = lambda leaf: np.ones(n_leaves) if leaf is None else np.eye(n_leaves)[leaf]  # noqa: E731

@@ -263,3 +263,44 @@ def test_traced_term_magnitude_through_a_platform_cond(z):
   m = jax.jit(program)(z, jnp.ones_like(z))
   y = np.asarray(sj.softmax(z), np.float64)
   np.testing.assert_allclose(np.asarray(m), 2 * y, rtol=1e-5)  # y·|v| + y·⟨y, |v|⟩
+
+
+def test_a_second_check_of_the_same_function_traces_nothing(z):
+  traces = []
+
+  def f(a):
+    traces.append(1)  # runs only while JAX traces f
+    return jnp.sum(jnp.tanh(a) ** 2)
+
+  first = first_order_checks(f, (z,), fast=True)
+  assert traces and all(c.passed for c in first.checks)
+  traces.clear()
+  assert first_order_checks(f, (z,), fast=True) == first
+  assert traces == []
+  first_order_checks(f, (z[:2],), fast=True)  # new shapes: traced again
+  assert traces
+
+
+class _Unhashable:
+  __hash__ = None  # a callable object the checks' caches cannot key on
+
+  def __call__(self, a):
+    return jnp.sin(a) * a
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_an_unhashable_callable_is_checked_uncached(z, fast):
+  result = first_order_checks(_Unhashable(), (z,), fast=fast)
+  assert [c.passed for c in result.checks] == [True, True, True]
+
+
+def test_scalar_and_vector_outputs_check_the_same_gradient(z):
+  # a scalar output takes one unbatched VJP; a [1]-shaped one a vmap over K cotangents
+  f = lambda a: jnp.sum(jnp.sin(a) * a)  # noqa: E731
+  scalar = by_pair(first_order_checks(f, (z,), fast=True))
+  vector = by_pair(first_order_checks(lambda a: f(a)[None], (z,), fast=True))
+  assert scalar["rev", "fd"].passed and vector["rev", "fd"].passed
+  bad = lambda a: f(a) + 1e-3 * jnp.sum(lax.stop_gradient(a) - a)  # noqa: E731 - grad off by 1e-3
+  for g in (bad, lambda a: bad(a)[None]):
+    assert by_pair(first_order_checks(g, (z,), fast=True, modes=("rev",)))["rev", "fd"].passed \
+        is False
