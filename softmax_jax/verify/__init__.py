@@ -4,7 +4,7 @@
 function's derivatives in one call and returns a ``DerivativeReport`` (``_report.py``):
 forward and reverse mode against float64 central differences and against each other, by
 full Jacobians or random projections (``_projections.py``); ``jax.vmap`` of each against a
-loop and ``jax.jit`` against eager (``_consistency.py``), and second order against
+loop and ``jax.jit`` against eager (``_batching.py``), and second order against
 differences of the gradient (``_second_order.py``).  ``assert_derivatives`` raises
 ``AssertionError`` with the report, for test suites.
 

@@ -4,7 +4,7 @@ and, for test suites, :func:`assert_derivatives`.
 First order (``_projections.first_order_checks``): forward and reverse mode against float64
 central differences and against each other (the dot-product test ``⟨u, J v⟩ = ⟨Jᵀu, v⟩``),
 by full Jacobians or, when those would be large, by random projections.  Then
-(``_consistency``): ``jax.vmap`` of each mode against a loop of unbatched ones, ``jax.jit``
+(``_batching``): ``jax.vmap`` of each mode against a loop of unbatched ones, ``jax.jit``
 of each against eager, and with ``order=2`` (``_second_order``) the Hessian-vector product
 by forward-over-reverse and reverse-over-reverse against finite differences of the
 gradient.  A mode JAX
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from softmax_jax.verify import _consistency, _second_order
+from softmax_jax.verify import _batching, _consistency, _second_order
 from softmax_jax.verify._report import DerivativeReport
 
 _MODES = ("fwd", "rev")
@@ -31,7 +31,8 @@ def _describe(args) -> str:
   return "(" + ", ".join(str(p) for p in parts) + ")"
 
 
-def _validate(fn, args, order, modes, fast, projections, batch_size) -> tuple[str, ...]:
+def _validate(fn, args, order, modes, fast, projections, batch_size,
+              consistency) -> tuple[str, ...]:
   if not callable(fn):
     raise TypeError(f"check_derivatives: fn must be callable, got {type(fn).__name__}.")
   if not args:
@@ -48,6 +49,9 @@ def _validate(fn, args, order, modes, fast, projections, batch_size) -> tuple[st
   if isinstance(projections, bool) or not isinstance(projections, int) or projections < 1:
     raise ValueError(f"check_derivatives: projections must be an integer ≥ 1, got "
                      f"{projections!r}.")
+  if not isinstance(consistency, bool):
+    raise ValueError(f"check_derivatives: consistency must be True or False, got "
+                     f"{consistency!r}.")
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
     raise ValueError(f"check_derivatives: batch_size must be an integer ≥ 2, got "
                      f"{batch_size!r}.")
@@ -56,7 +60,8 @@ def _validate(fn, args, order, modes, fast, projections, batch_size) -> tuple[st
 
 def check_derivatives(fn: Callable, *args, order: int = 1, modes: Sequence[str] = _MODES,
                       fast: bool | None = None, key=None, projections: int = 3,
-                      holomorphic: bool = False, batch_size: int = 3) -> DerivativeReport:
+                      holomorphic: bool = False, batch_size: int = 3,
+                      consistency: bool = True) -> DerivativeReport:
   """Checks every mode of the derivatives of ``fn`` at ``args``, and their consistency.
 
   For ``y = fn(*args)`` with Jacobian ``J`` (over the floating and complex leaves of
@@ -91,6 +96,10 @@ def check_derivatives(fn: Callable, *args, order: int = 1, modes: Sequence[str] 
     holomorphic: ``fn`` is holomorphic in complex inputs (compare the complex
       derivative; otherwise Wirtinger derivatives of the real and imaginary parts).
     batch_size: how many examples the ``vmap`` checks batch (at least 2).
+    consistency: run the ``vmap`` and ``jit`` checks.  They evaluate each mode about
+      ``3·batch_size + 1`` times, batched and not (plus their ``Σ|terms|``), whatever
+      ``fast`` is: at a large size they cost more than the first-order checks in fast
+      mode, which ``consistency=False`` runs alone (with ``order=2``, the second order too).
 
   Returns:
     A :class:`~softmax_jax.verify.DerivativeReport`: ``.passed``, ``.failures()``,
@@ -111,7 +120,7 @@ def check_derivatives(fn: Callable, *args, order: int = 1, modes: Sequence[str] 
     >>> report["vmap(rev) vs loop"].status
     'ok'
   """
-  modes = _validate(fn, args, order, modes, fast, projections, batch_size)
+  modes = _validate(fn, args, order, modes, fast, projections, batch_size, consistency)
   target = _consistency.target(fn, args)
   key = jax.random.key(0) if key is None else key
   key_first, key_consistency, key_second = jax.random.split(key, 3)
@@ -120,8 +129,9 @@ def check_derivatives(fn: Callable, *args, order: int = 1, modes: Sequence[str] 
   first = first_order_checks(fn, tuple(args), modes=modes, fast=fast, key=key_first,
                              projections=projections, holomorphic=holomorphic)
   checks = list(first.checks)
-  checks += _consistency.batching_and_jit_checks(target, modes, key_consistency,
-                                                 batch_size=batch_size)
+  if consistency:
+    checks += _batching.batching_and_jit_checks(target, modes, key_consistency,
+                                                batch_size=batch_size)
   if order == 2:
     checks += _second_order.second_order_checks(target, modes, key_second)
   return DerivativeReport(getattr(fn, "__name__", type(fn).__name__), _describe(args), order,

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from softmax_jax.verify._finite_differences import float64_enabled
 from softmax_jax.verify._tolerances import Bound
 
 
@@ -146,23 +147,85 @@ def compare(got, want, method: str, *, bound: Bound, magnitude=None, scale=None,
   else:
     s = np.broadcast_to(np.asarray(scale, np.float64), w_full.shape).ravel()
   rule = scale_rule or ("max|ref|" if magnitude is None else "max(Σ|terms|, max|ref|)")
-  if magnitude is not None:
-    s = np.maximum(s, np.broadcast_to(finite_abs(magnitude), w_full.shape).ravel())
-  both_nan = np.isnan(g) & np.isnan(w)
-  same_inf = np.isinf(w) & (g == w)
-  with np.errstate(invalid="ignore"):
-    diff = np.where(both_nan | same_inf, 0.0, np.abs(g - w))
-  diff = np.where(np.isnan(diff), np.inf, diff)
+  m = None if magnitude is None else np.broadcast_to(np.asarray(magnitude, np.float64),
+                                                     w_full.shape).ravel()
   extra = (np.zeros_like(w) if extra_atol is None else
            np.broadcast_to(np.asarray(extra_atol, np.float64), w_full.shape).ravel())
-  allowed = bound.rtol * s + bound.atol + extra
-  aw = finite_abs(w)
   with np.errstate(divide="ignore", invalid="ignore"):
-    rel = np.where(aw > 0, diff / aw, 0.0)
-    ratio = np.where(diff > 0, diff / allowed, 0.0)
+    diff, allowed, rel, ratio, s = entry_errors(np, g, w, s, m, extra, bound.rtol, bound.atol)
   worst = int(np.argmax(ratio)) if ratio.size else 0
   index = index_of(worst) if index_of is not None else (worst,)
   at = (lambda a: float(a[worst])) if ratio.size else (lambda a: 0.0)  # noqa: E731
   return MethodError(method, float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), index,
                      bound.rtol, bound.atol, bool(np.all(diff <= allowed)), at(diff), at(allowed),
                      at(s), bound.rule, rule, at(extra))
+
+
+def entry_errors(xp, g, w, s, m, extra, rtol, atol):
+  """The rule of :func:`compare` per entry, for NumPy or ``jax.numpy`` (``xp``): ``|g − w|``
+  (0 for NaNs in the same places and equal infinities, ``inf`` for one NaN), its bound
+  ``rtol·max(M, S) + atol + extra``, the relative error, ``|g − w| / bound`` and the scale
+  ``max(M, S)`` (``M`` the finite ``Σ|terms|``, ``None`` where unknown)."""
+  def finite(a):
+    a = xp.abs(a)
+    return xp.where(xp.isfinite(a), a, 0.0)
+  if m is not None:
+    s = xp.maximum(s, finite(m))
+  diff = xp.where((xp.isnan(g) & xp.isnan(w)) | (xp.isinf(w) & (g == w)), 0.0, xp.abs(g - w))
+  diff = xp.where(xp.isnan(diff), xp.inf, diff)
+  allowed = rtol * s + atol + extra
+  aw = finite(w)
+  rel = xp.where(aw > 0, diff / xp.where(aw > 0, aw, 1.0), 0.0)
+  ratio = xp.where(diff > 0, diff / allowed, 0.0)
+  return diff, allowed, rel, ratio, s
+
+
+@jax.jit
+def _leaf_summaries(got, want, terms, extra, rtol, atol):
+  """Per leaf (``[examples, entries]`` each) and example: the largest ``|g − w| / bound``, where
+  it is, ``|g − w|``, its bound, scale and extra there, the largest absolute and relative
+  errors, and whether every entry passed; each ``[examples, leaves]``."""
+  rows = []
+  for g, w, m, e in zip(got, want, terms, extra, strict=True):
+    if w.shape[1] == 0:  # a leaf without entries: nothing wrong in it
+      zero = jnp.zeros(w.shape[0], jnp.float64)
+      rows.append((zero, zero.astype(jnp.int32), *(zero,) * 6, zero == 0))
+      continue
+    g, w = g.astype(jnp.float64), w.astype(jnp.float64)
+    aw = jnp.where(jnp.isfinite(w), jnp.abs(w), 0.0)
+    s = jnp.max(aw, axis=1, keepdims=True, initial=0.0)
+    e = jnp.zeros_like(w) if e is None else jnp.broadcast_to(e.astype(jnp.float64), w.shape)
+    m = None if m is None else m.astype(jnp.float64)
+    diff, allowed, rel, ratio, s = entry_errors(jnp, g, w, s, m, e, rtol, atol)
+    at = jnp.argmax(ratio, axis=1)
+    pick = lambda a, at=at, shape=w.shape: jnp.take_along_axis(  # noqa: E731
+        jnp.broadcast_to(a, shape),
+        at[:, None], axis=1)[:, 0]
+    rows.append((jnp.max(ratio, axis=1, initial=0.0), at, pick(diff), pick(allowed), pick(s),
+                 pick(e), jnp.max(diff, axis=1, initial=0.0), jnp.max(rel, axis=1, initial=0.0),
+                 jnp.all(diff <= allowed, axis=1)))
+  return tuple(jnp.stack(a, axis=1) for a in zip(*rows, strict=True))
+
+
+def compare_leaves(got, want, method: str, *, bound: Bound, terms=None, extra=None,
+                   scale_rule: str = "") -> MethodError:
+  """:func:`compare` of examples leaf by leaf on the device, for large results: ``got``,
+  ``want``, ``terms`` (``M``) and ``extra`` are lists over the leaves of ``[examples,
+  entries]`` arrays (``terms`` and ``extra`` may be ``None``, or hold ``None``), the scale
+  ``S`` of each leaf of an example is its ``max|want|``; only the summary comes back to the
+  host.  ``worst_index`` is ``(example, position in the example's leaves laid end to
+  end)``, as :func:`compare` of ``[examples, entries]`` rows reports it."""
+  n = len(want)
+  terms = [None] * n if terms is None else terms
+  extra = [None] * n if extra is None else extra
+  with float64_enabled():
+    ratio, at, diff, allowed, s, e, max_abs, max_rel, ok = (np.asarray(a) for a in
+                                                           _leaf_summaries(
+        list(got), list(want), list(terms), list(extra), bound.rtol, bound.atol))
+  example, leaf = np.unravel_index(int(np.argmax(ratio)), ratio.shape) if ratio.size else (0, 0)
+  offset = int(sum(int(np.prod(w.shape[1:])) for w in want[:leaf]))
+  pick = (lambda a: float(a[example, leaf])) if ratio.size else (lambda a: 0.0)  # noqa: E731
+  return MethodError(method, float(max_abs.max(initial=0.0)), float(max_rel.max(initial=0.0)),
+                     (int(example), offset + int(at[example, leaf]) if ratio.size else 0),
+                     bound.rtol, bound.atol, bool(np.all(ok)), pick(diff), pick(allowed), pick(s),
+                     bound.rule, scale_rule or "max(Σ|terms|, max|ref|)", pick(e))

@@ -26,14 +26,15 @@ of the reference in its leaf, for one example).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from softmax_jax.verify import _finite_differences as fd
 from softmax_jax.verify import _pytrees
-from softmax_jax.verify._compare import compare, max_per_segment
+from softmax_jax.verify._compare import compare, compare_leaves, max_per_segment
 from softmax_jax.verify._report import Check
 from softmax_jax.verify._tolerances import bound, term_magnitude
 
@@ -68,6 +69,24 @@ class Target(NamedTuple):
   dtype: object
   complex: bool
   n: int          # the larger of the sizes of x and f(x): the longest sum an entry can hold
+  of: Fn          # f as ``of(x, consts)``: hashable, so programs of it are compiled once
+  consts: list    # the array leaves f holds fixed (integer labels, say)
+
+
+class Fn(NamedTuple):
+  """``fn`` as a function of ``x`` (``args`` with ``None`` at the leaves held fixed) and the
+  array leaves held fixed; any other fixed leaf (a string, a Python int) is part of it, so
+  it is hashable when those are."""
+
+  fn: Callable
+  treedef: Any
+  kinds: tuple  # per leaf of args: "x", "array" or ("static", value)
+
+  def __call__(self, x, consts):
+    got, arrays = self.treedef.flatten_up_to(x), iter(consts)
+    leaves = [g if k == "x" else next(arrays) if k == "array" else k[1]
+              for g, k in zip(got, self.kinds, strict=True)]
+    return self.fn(*self.treedef.unflatten(leaves))
 
 
 def _real_dtype(dtype):
@@ -90,11 +109,13 @@ def target(fn: Callable, args: tuple, name: str = "check_derivatives") -> Target
     raise ValueError(f"{name}: args has no floating-point or complex leaf to differentiate.")
   x = treedef.unflatten([jnp.asarray(leaf) if k else None for leaf, k in zip(leaves, keep,
                                                                             strict=True)])
+  kinds = tuple("x" if k else "array" if hasattr(leaf, "dtype") else ("static", leaf)
+                for leaf, k in zip(leaves, keep, strict=True))
+  of = Fn(fn, treedef, kinds)
+  consts = [leaf for leaf, kind in zip(leaves, kinds, strict=True) if kind == "array"]
 
   def f(z):
-    got = treedef.flatten_up_to(z)
-    return fn(*treedef.unflatten([g if k else leaf for g, leaf, k in zip(got, leaves, keep,
-                                                                          strict=True)]))
+    return of(z, consts)
 
   out = jax.eval_shape(f, x)
   for path, leaf in jax.tree_util.tree_flatten_with_path(out)[0]:
@@ -103,7 +124,8 @@ def target(fn: Callable, args: tuple, name: str = "check_derivatives") -> Target
                        "the outputs must be floating point or complex.")
   n = max(sum(_pytrees.leaf_sizes(x)), sum(_pytrees.leaf_sizes(out)), 1)
   return Target(f, x, out, lowest_real_precision(x, out),
-                any(jnp.iscomplexobj(leaf) for leaf in jax.tree_util.tree_leaves((x, out))), n)
+                any(jnp.iscomplexobj(leaf) for leaf in jax.tree_util.tree_leaves((x, out))), n,
+                of, consts)
 
 
 def random_like(key, tree):
@@ -127,14 +149,6 @@ def perturbed_copies(key, x, size: int) -> list:
   keys = jax.random.split(key, max(size - 1, 1))
   return [x] + [jax.tree_util.tree_map(lambda a, z: a * (1 + _PERTURBATION * z).astype(a.dtype),
                                        x, random_like(k, x)) for k in keys[:size - 1]]
-
-
-def _stack(trees):
-  return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
-
-
-def _unstack(tree, size: int) -> list:
-  return [jax.tree_util.tree_map(lambda a, i=i: a[i], tree) for i in range(size)]
 
 
 # ---------------------------------------------------------------------------
@@ -181,49 +195,105 @@ def where_of(tree, prefix: str) -> Callable[[int], str]:
 
 
 class Magnitude(NamedTuple):
-  """``Σ|terms|`` per example ``[examples, entries]`` (``None`` where unknown), and the rule
-  the scale then follows."""
+  """``Σ|terms|`` per example (a list of pytrees like the results; ``None`` where unknown),
+  and the rule the scale then follows."""
 
-  terms: np.ndarray | None
+  terms: list | None
   rule: str
+
+
+TERMS_RULE = "max(Σ|terms| of the reference, max|ref| per leaf of an example)"
+
+
+def magnitude_of(terms, reason) -> Magnitude:
+  """The :class:`Magnitude` of ``Σ|terms|`` found (or of the reason they were not)."""
+  if terms is None:
+    return Magnitude(None, f"max|ref| per leaf of an example (Σ|terms| not propagated: {reason})")
+  return Magnitude(list(terms), TERMS_RULE)
 
 
 def magnitude(linear_fn, tangents: list) -> Magnitude:
   """The :class:`Magnitude` of ``[ℓ_b(t_b)]`` for the list ``linear_fn(tangents)``."""
   if any(np.iscomplexobj(leaf) for leaf in jax.tree_util.tree_leaves(tangents)):
     return Magnitude(None, "max|ref| per leaf of an example (Σ|terms| not for complex values)")
-  m, reason = term_magnitude(linear_fn, tangents)
-  if m is None:
-    return Magnitude(None, f"max|ref| per leaf of an example (Σ|terms| not propagated: {reason})")
-  return Magnitude(_flat_rows(m), "max(Σ|terms| of the reference, max|ref| per leaf of an "
-                                  "example)")
+  return magnitude_of(*term_magnitude(linear_fn, tangents))
+
+
+DEVICE_MIN = 1 << 16  # entries (over all examples) from which results are compared on the device
+
+
+def _real_sizes(tree) -> list[int]:
+  """The sizes of the leaves of ``tree``'s real view (a complex leaf counts twice)."""
+  return [int(np.prod(np.shape(a))) * (2 if jnp.iscomplexobj(a) else 1)
+          for a in jax.tree_util.tree_leaves(tree)]
+
+
+class Batch(NamedTuple):
+  """Examples as one pytree whose leaves have the examples along their first axis (what
+  ``jax.vmap`` returns), compared without being split."""
+
+  tree: object
+  size: int
+
+  def examples(self) -> list:
+    return [jax.tree_util.tree_map(lambda a, i=i: a[i], self.tree) for i in range(self.size)]
+
+
+def _examples(trees) -> list:
+  return trees.examples() if isinstance(trees, Batch) else list(trees)
+
+
+def _device_rows(trees) -> list:
+  """Examples (a list of pytrees of one structure, or a :class:`Batch`) as one ``[examples,
+  entries]`` array per leaf, a complex leaf's real and imaginary parts side by side,
+  without leaving the device."""
+  def real(a):
+    a = jnp.asarray(a)
+    return jnp.stack([a.real, a.imag], -1) if jnp.iscomplexobj(a) else a
+  if isinstance(trees, Batch):
+    return [real(a).reshape(trees.size, -1) for a in jax.tree_util.tree_leaves(trees.tree)]
+  per_example = [[real(a).reshape(-1) for a in jax.tree_util.tree_leaves(t)] for t in trees]
+  return [jnp.stack(leaf) for leaf in zip(*per_example, strict=True)]
 
 
 def compare_examples(mode: str, reference: str, got: list, want: list, t: Target, *,
                      where: Callable[[int], str], scale: Magnitude, fd_reference: bool = False,
                      allowance=None) -> Check:
-  """``got`` against ``want`` (lists of examples) under :func:`bound`, as a :class:`Check`.
+  """``got`` against ``want`` (lists of examples, or a :class:`Batch`) under :func:`bound`,
+  as a :class:`Check`.
 
   ``where`` names an entry of one example; ``allowance`` is a further absolute allowance
   per entry, ``[examples, entries]`` (a finite difference's error estimate).
   """
-  g, w = _flat_rows(got), _flat_rows(want)
-  if g.shape != w.shape:
+  n_got, n_want = (a.size if isinstance(a, Batch) else len(a) for a in (got, want))
+  one = lambda a: jax.tree_util.tree_map(lambda b: b[0], a.tree) if isinstance(  # noqa: E731
+      a, Batch) else a[0]
+  sizes, got_sizes = _real_sizes(one(want)), _real_sizes(one(got))
+  if sum(got_sizes) != sum(sizes) or n_got != n_want:
     return Check(mode, reference, False, float("inf"), float("inf"), 0.0, "shapes differ",
-                 "everywhere", f"{mode} gives {g.shape[1]} entries per example, "
-                 f"{reference} {w.shape[1]}")
+                 "everywhere", f"{mode} gives {sum(got_sizes)} entries per example, "
+                 f"{reference} {sum(sizes)}")
   b = bound(t.dtype, t.n, fd=fd_reference)
-  sizes = _pytrees.leaf_sizes(_real_view(want[0]))
-  per_example = g.shape[1]
-  e = compare(g, w, reference, bound=b, magnitude=scale.terms, scale=max_per_segment(w, sizes),
-              extra_atol=allowance, index_of=lambda pos: divmod(pos, per_example),
-              scale_rule=scale.rule)
+  per_example = sum(sizes)
+  if n_want * per_example >= DEVICE_MIN and got_sizes == sizes:  # large: on the device
+    extra = (None if allowance is None else
+             np.split(np.asarray(allowance, np.float64), np.cumsum(sizes)[:-1], axis=1))
+    with fd.float64_enabled():  # a float64 reference stays float64 on the device
+      e = compare_leaves(_device_rows(got), _device_rows(want), reference, bound=b,
+                         terms=None if scale.terms is None else _device_rows(scale.terms),
+                         extra=extra, scale_rule=scale.rule)
+  else:
+    g, w = _flat_rows(_examples(got)), _flat_rows(_examples(want))
+    e = compare(g, w, reference, bound=b,
+                magnitude=None if scale.terms is None else _flat_rows(scale.terms),
+                scale=max_per_segment(w, sizes), extra_atol=allowance,
+                index_of=lambda pos: divmod(pos, per_example), scale_rule=scale.rule)
   example, entry = e.worst_index
   place = where(entry) if per_example else "(no entries)"
   rule = f"rtol = {e.rule}; scale = {e.scale_rule}" + (
       "; + 2× the finite differences' error estimate" if allowance is not None else "")
   return Check(mode, reference, e.passed, e.max_abs_err, e.max_rel_err, e.allowed, rule,
-               place if len(got) == 1 else f"example {example}: {place}")
+               place if n_got == 1 else f"example {example}: {place}")
 
 
 def unavailable(mode: str, reference: str, error: Exception) -> Check:
@@ -232,99 +302,3 @@ def unavailable(mode: str, reference: str, error: Exception) -> Check:
   nan = float("nan")
   return Check(mode, reference, None, nan, nan, nan, "", "",
                f"{type(error).__name__}: {message}")
-
-
-# ---------------------------------------------------------------------------
-# The linear maps of each mode
-# ---------------------------------------------------------------------------
-
-
-class _Mode(NamedTuple):
-  """One mode as a function of (point, direction), the directions it takes, its reference
-  loop's linear maps (for ``Σ|terms|``) and how its result's entries are named."""
-
-  apply: Callable       # (x, direction) -> derivative
-  directions: Callable  # key -> a direction like x (fwd) or like f(x) (rev)
-  linear: Callable      # x -> the linear map of the direction at x
-  where: Callable[[int], str]
-
-
-def _modes(t: Target) -> dict[str, _Mode]:
-  def jvp(x, v):
-    return jax.jvp(t.f, (x,), (v,))[1]
-
-  def vjp(x, u):
-    return jax.vjp(t.f, x)[1](u)[0]
-
-  def pullback(x):
-    pb = jax.vjp(t.f, x)[1]
-    return lambda u: pb(u)[0]
-
-  return {
-      "fwd": _Mode(jvp, lambda k: random_like(k, t.x), lambda x: jax.linearize(t.f, x)[1],
-                   where_of(t.out, "output")),
-      "rev": _Mode(vjp, lambda k: random_like(k, t.out),
-                   pullback,
-                   where_of(t.x, "args")),
-  }
-
-
-def batching_and_jit_checks(t: Target, modes, key, *, batch_size: int = 3) -> list[Check]:
-  """``vmap(mode)`` against a loop of the unbatched mode, and ``jit(mode)`` against eager,
-  for each mode of ``modes`` (``"fwd"``, ``"rev"``).
-
-  The loop and the batch are both compiled (``jax.jit`` of the unbatched map, called per
-  example, and of its ``jax.vmap``), so their comparison isolates the batching rules; the
-  eager run of the first example against its compiled run isolates tracing and
-  compilation.
-  """
-  checks = []
-  key_x, key_d = jax.random.split(key)
-  xs = perturbed_copies(key_x, t.x, batch_size)
-  for i, name in enumerate(modes):
-    mode = _modes(t)[name]
-    ds = [mode.directions(k) for k in jax.random.split(jax.random.fold_in(key_d, i), batch_size)]
-    try:
-      eager = mode.apply(xs[0], ds[0])
-    except Exception as error:  # a mode JAX refuses (fwd of a custom_vjp): reported
-      checks += _all_unavailable(name, error)
-      continue
-    scale = _scale_of(mode, xs, ds)
-    first = Magnitude(None if scale.terms is None else scale.terms[:1], scale.rule)
-    try:
-      compiled = jax.jit(mode.apply)
-      loop = [compiled(x, d) for x, d in zip(xs, ds, strict=True)]
-    except Exception as error:  # jit refused (a rule needing concrete values): reported
-      checks += _all_unavailable(name, error)
-      continue
-    for label, in_axes, point in ((f"vmap({name})", 0, _stack(xs)),
-                                  (f"vmap({name}, x fixed)", (None, 0), xs[0])):
-      try:
-        if in_axes == 0:
-          want, want_scale = loop, scale
-        else:  # one point, many directions: how jax.jacfwd, jacrev and hessian batch
-          want = [compiled(xs[0], d) for d in ds]
-          want_scale = _scale_of(mode, [xs[0]] * batch_size, ds)
-        got = jax.jit(jax.vmap(mode.apply, in_axes=in_axes))(point, _stack(ds))
-        checks.append(compare_examples(label, "loop", _unstack(got, batch_size), want, t,
-                                       where=mode.where, scale=want_scale))
-      except Exception as error:  # vmap refused (no batching rule): reported
-        checks.append(unavailable(label, "loop", error))
-    checks.append(compare_examples(f"jit({name})", "eager", loop[:1], [eager], t,
-                                   where=mode.where, scale=first))
-  return checks
-
-
-def _scale_of(mode: _Mode, xs: list, ds: list) -> Magnitude:
-  """The :class:`Magnitude` of the mode's linear maps at ``xs`` along ``ds`` (traced with the
-  magnitude's program, not run eagerly)."""
-  try:
-    return magnitude(lambda d: [mode.linear(x)(di) for x, di in zip(xs, d, strict=True)], ds)
-  except Exception as error:  # the reference runs, so only the scale is lost
-    return Magnitude(None, f"max|ref| per leaf of an example (Σ|terms|: {error})")
-
-
-def _all_unavailable(name: str, error: Exception) -> list[Check]:
-  return [unavailable(f"vmap({name})", "loop", error),
-          unavailable(f"vmap({name}, x fixed)", "loop", error),
-          unavailable(f"jit({name})", "eager", error)]

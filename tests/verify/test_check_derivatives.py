@@ -129,11 +129,18 @@ def test_forward_mode_of_a_custom_vjp_is_reported_unavailable():
     ({"fast": "yes"}, "check_derivatives: fast must be None, True or False, got 'yes'."),
     ({"projections": 0}, "check_derivatives: projections must be an integer ≥ 1, got 0."),
     ({"batch_size": 1}, "check_derivatives: batch_size must be an integer ≥ 2, got 1."),
+    ({"consistency": "no"}, "check_derivatives: consistency must be True or False, got 'no'."),
 ])
 def test_a_wrong_argument_is_one_line_naming_it(kwargs, message):
   with pytest.raises(ValueError) as raised:
     check_derivatives(softmax, X, **kwargs)
   assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+
+def test_consistency_false_runs_the_first_order_checks_alone():
+  r = check_derivatives(softmax, X, consistency=False)
+  assert names(r) == ALL[:3] and r.passed
+  assert names(check_derivatives(softmax, X, consistency=False, order=2)) == ALL[:3] + ALL[9:]
 
 
 def test_missing_function_or_point_is_named():

@@ -1,5 +1,5 @@
 """vmap against a loop, jit against eager, second order against finite differences
-(softmax_jax/verify/_consistency.py): each planted fault is caught and named, correct
+(softmax_jax/verify/_batching.py, _second_order.py): each planted fault is caught and named, correct
 functions raise no alarm."""
 
 import jax
@@ -9,8 +9,8 @@ import pytest
 
 from softmax_jax import log_softmax
 from softmax_jax.losses import binary_cross_entropy
+from softmax_jax.verify import _batching, _second_order
 from softmax_jax.verify import _consistency as consistency
-from softmax_jax.verify import _second_order
 
 from _util import row_dot, squared_norm_jvp_batched_wrong
 
@@ -20,7 +20,7 @@ X = jnp.array([[0.5, -1.0, 2.0, 0.3], [0.1, 0.2, 3.0, -0.7]])
 
 def run(fn, *args, modes=("fwd", "rev"), order=1, key=KEY):
   t = consistency.target(fn, args)
-  checks = consistency.batching_and_jit_checks(t, modes, key)
+  checks = _batching.batching_and_jit_checks(t, modes, key)
   if order == 2:
     checks += _second_order.second_order_checks(t, modes, key)
   return {f"{c.mode} vs {c.reference}": c for c in checks}
@@ -73,17 +73,55 @@ def test_a_rule_wrong_only_for_an_unbatched_operand_is_caught_with_x_fixed():
                               "jit(fwd) vs eager": "ok"}
 
 
-def test_a_wrong_batching_rule_of_a_vjp_is_caught_at_its_leaf():
-  checks = run(scaled_by_sum_vjp_batched_wrong(1.01), X, modes=("rev",))
+@pytest.mark.parametrize("columns", [4, 30000])  # 30000: compared on the device
+def test_a_wrong_batching_rule_of_a_vjp_is_caught_at_its_leaf(columns):
+  x = jnp.resize(X, (2, columns))
+  checks = run(scaled_by_sum_vjp_batched_wrong(1.01), x, modes=("rev",))
   assert statuses(checks) == {"vmap(rev) vs loop": "FAIL", "vmap(rev, x fixed) vs loop": "FAIL",
                               "jit(rev) vs eager": "ok"}
   assert "args[0][" in checks["vmap(rev) vs loop"].where
-  assert checks["vmap(rev) vs loop"].bound < 1e-4  # a rounding-level bound in float32
+  if columns == 4:
+    assert checks["vmap(rev) vs loop"].bound < 1e-4  # a rounding-level bound in float32
 
 
-def test_the_correct_batching_rule_passes():
-  checks = run(scaled_by_sum_vjp_batched_wrong(1.0), X, modes=("rev",))
+@pytest.mark.parametrize("columns", [4, 30000])
+def test_the_correct_batching_rule_passes(columns):
+  checks = run(scaled_by_sum_vjp_batched_wrong(1.0), jnp.resize(X, (2, columns)), modes=("rev",))
   assert set(statuses(checks).values()) == {"ok"}
+
+
+@pytest.mark.internals
+@pytest.mark.parametrize("factor", [1.0, 1.01])
+def test_device_and_host_comparisons_report_the_same(monkeypatch, factor):
+  # one rule (_compare.entry_errors), two places it runs: the same checks either way
+  x = {"a": jnp.resize(X, (2, 50)), "z": jnp.resize(X[0], (3,)) * (1 + 1j)}
+
+  def fn(p):
+    return scaled_by_sum_vjp_batched_wrong(factor)(p["a"]) * jnp.sum(jnp.abs(p["z"]))
+
+  host = run(fn, x, modes=("rev",))
+  monkeypatch.setattr(consistency, "DEVICE_MIN", 0)
+  device = run(fn, x, modes=("rev",))
+  for name, c in host.items():
+    d = device[name]
+    assert (d.passed, d.where, d.bound_rule) == (c.passed, c.where, c.bound_rule), name
+    np.testing.assert_allclose([d.max_abs_err, d.max_rel_err, d.bound],
+                               [c.max_abs_err, c.max_rel_err, c.bound], rtol=1e-12)
+  assert all(c.passed for c in host.values()) == (factor == 1.0)
+
+
+def test_a_second_check_of_the_same_function_compiles_nothing():
+  fn = scaled_by_sum_vjp_batched_wrong(1.0)
+  run(fn, X, modes=("fwd", "rev"))
+  compiled = []
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, *_, **__: compiled.append(event)
+      if event == "/jax/core/compile/backend_compile_duration" else None)
+  try:
+    again = run(fn, X, modes=("fwd", "rev"))
+  finally:
+    jax.monitoring.clear_event_listeners()
+  assert set(statuses(again).values()) <= {"ok", "unavailable"} and compiled == []
 
 
 def sine_with_traced_branch_wrong():
