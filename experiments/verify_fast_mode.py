@@ -4,7 +4,9 @@ Builds a float32 MLP (1024 inputs, three hidden layers of 2048, 10 classes; batc
 integer-label softmax cross-entropy from this package), times one jitted
 ``jax.grad`` (median of steady-state runs), then ``first_order_checks(loss,
 (params,), modes=("rev",), fast=True)`` cold (first call, compiles included) and
-warm (second call), and checks a planted 1 % error in one layer's weight gradient
+warm (second call), the public ``check_derivatives(loss, params, modes=("rev",), fast=True)``
+with ``consistency=False`` (the same first-order checks) and with its ``vmap`` and ``jit``
+checks (warm: the best of the second and third calls), and checks a planted 1 % error in one layer's weight gradient
 (a ``jax.custom_vjp`` identity on that weight whose cotangent is scaled by 1.01)
 is caught and named.  ``--runs N`` measures in N fresh processes one after another (a
 gradient's time differs between processes on some machines) and writes each run and the
@@ -29,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from softmax_jax.losses import cross_entropy_with_integer_labels
+from softmax_jax.verify import check_derivatives
 from softmax_jax.verify._projections import first_order_checks
 
 WIDTHS = (1024, 2048, 2048, 2048, 10)
@@ -105,6 +108,9 @@ def measure(repeats: int, note: str) -> dict:
   cold, t_cold = _timed(lambda: check(loss))
   warm, t_warm = _timed(lambda: check(loss))
   t_warm2 = _timed(lambda: check(loss))[1]
+  entry = lambda **kw: check_derivatives(loss, params, modes=("rev",), fast=True, **kw)  # noqa: E731
+  first_only = [_timed(lambda: entry(consistency=False)) for _ in range(3)]
+  every = [_timed(entry) for _ in range(3)]
   planted_layer = 1
   planted, t_planted = _timed(lambda: check(make_loss(x, y, planted_layer)))
   named = planted.checks[0].where
@@ -118,10 +124,16 @@ def measure(repeats: int, note: str) -> dict:
                 "dtype": "float32", "loss": "mean cross_entropy_with_integer_labels"},
       "times_s": {"grad_median": t_grad, "float64_loss_median": t_loss64,
                   "check_cold": t_cold, "check_warm": t_warm, "check_warm_again": t_warm2,
-                  "check_planted_cold": t_planted},
+                  "check_planted_cold": t_planted,
+                  "check_derivatives_first_order_warm": min(t for _, t in first_only[1:]),
+                  "check_derivatives_warm": min(t for _, t in every[1:]),
+                  "check_derivatives_cold": every[0][1]},
       "ratios": {"float64_loss": t_loss64 / t_grad, "cold": t_cold / t_grad,
-                 "warm": t_warm / t_grad, "warm_again": t_warm2 / t_grad},
-      "correct": {"passed": cold.checks[0].passed and warm.checks[0].passed,
+                 "warm": t_warm / t_grad, "warm_again": t_warm2 / t_grad,
+                 "check_derivatives_first_order_warm": min(t for _, t in first_only[1:]) / t_grad,
+                 "check_derivatives_warm": min(t for _, t in every[1:]) / t_grad},
+      "correct": {"passed": cold.checks[0].passed and warm.checks[0].passed
+                            and all(r.passed for r, _ in first_only + every),
                   "check": warm.checks[0].to_json()},
       "planted": {"layer": planted_layer, "leaf": f"[0][{planted_layer}]['w']",
                   "relative_error": 0.01, "caught": planted.checks[0].passed is False,
