@@ -159,10 +159,17 @@ def tail_sum(e: jax.Array, axis=-1) -> jax.Array:
 
 
 def with_tail(st: RowStats, zm: jax.Array, axis=-1) -> RowStats:
-  """``st`` with its tail (a row statistic computed without it gets it here)."""
+  """``st`` with its tail (a row statistic computed without it gets it here).
+
+  Only :func:`dominant` rows read the tail (:func:`complement`), so it is computed only
+  when some row is dominant (a ``lax.cond``; under ``vmap`` both branches run) and 0
+  otherwise: XLA:CPU stores the array it reduces, an ``[N, C]`` temporary that a batch
+  without a dominant row does not need."""
   if st.tail is not None:
     return st
-  return st._replace(tail=tail_sum(jnp.exp(zm - st.m), axis))
+  return st._replace(tail=lax.cond(jnp.any(dominant(st)),
+                                   lambda: tail_sum(jnp.exp(zm - st.m), axis),
+                                   lambda: jnp.zeros_like(st.s)))
 
 
 def part_stats(zm: jax.Array, axis=-1) -> RowStats:

@@ -89,3 +89,25 @@ def test_out_of_range_labels_give_nan_for_their_rows_only(rng, label):
   labels = jnp.array([1, label, 2])
   loss = sj.cross_entropy_with_integer_labels(z, labels, reduction="none")
   assert np.isnan(loss[1]) and np.isfinite(np.asarray(loss)[[0, 2]]).all()
+
+
+@pytest.mark.parametrize("loss", ["integer", "probability"])
+def test_one_confident_row_among_uncertain_ones_keeps_its_exact_gradient(loss):
+  # the tail behind 1 − y_t is computed only when some row is dominant (y_max > 1/2): a
+  # confident row gets the exact value; a batch of uncertain rows skips the tail's pass
+  z = jnp.zeros((4, 6)).at[0, 2].set(20.0)  # row 0: 1 − y_2 = 5e^-20 / (1 + 5e^-20)
+  labels = jnp.array([2, 0, 1, 5])
+
+  def grad(a, lab):
+    if loss == "integer":
+      fn = lambda b: sj.cross_entropy_with_integer_labels(b, lab, reduction="sum")  # noqa: E731
+    else:
+      fn = lambda b: sj.cross_entropy(b, jax.nn.one_hot(lab, 6), reduction="sum")  # noqa: E731
+    return np.asarray(jax.jit(jax.grad(fn))(a), np.float64)
+
+  g = grad(z, labels)
+  assert g[0, 2] == pytest.approx(-5 * np.exp(-20.0) / (1 + 5 * np.exp(-20.0)), rel=1e-5)
+  rest = grad(z[1:], labels[1:])  # no dominant row
+  np.testing.assert_allclose(rest, g[1:], rtol=1e-6)
+  np.testing.assert_allclose(rest, jax.nn.softmax(z[1:]) - jax.nn.one_hot(labels[1:], 6),
+                             atol=1e-7)
