@@ -293,7 +293,7 @@ def compare_examples(mode: str, reference: str, got: list, want: list, t: Target
   rule = f"rtol = {e.rule}; scale = {e.scale_rule}" + (
       "; + 2× the finite differences' error estimate" if allowance is not None else "")
   return Check(mode, reference, e.passed, e.max_abs_err, e.max_rel_err, e.allowed, rule,
-               place if n_got == 1 else f"example {example}: {place}")
+               place if n_got == 1 else f"example {example}: {place}", error=e.error)
 
 
 def unavailable(mode: str, reference: str, error: Exception) -> Check:

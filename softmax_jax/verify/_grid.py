@@ -107,7 +107,7 @@ def fast_rows(case: Case, functions=None) -> list[Row]:
         continue
       rows.append(Row(name, "projections", case.dtype, case.classes, case.scale,
                       f"{c.mode}~{c.reference}", "softmax_jax", c.max_abs_err, c.max_rel_err,
-                      float("nan"), float("nan"), "ok" if c.passed else "FAIL", c.max_abs_err,
+                      float("nan"), float("nan"), "ok" if c.passed else "FAIL", c.error,
                       c.bound, float("nan"), case.classes, c.bound_rule, c.where))
   return rows
 

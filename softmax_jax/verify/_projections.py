@@ -161,9 +161,7 @@ def _fast_checks(prob, out, modes, reasons, key, k, holomorphic, *,
             (weights, None if norms is None else np.asarray(norms)), terms is None and rev_ok,
             reason)
 
-  def differences(leaf, times_i=False):
-    return evaluate(leaf, times_i)[0]
-
+  differences = lambda leaf, times_i=False: evaluate(leaf, times_i)[0]  # noqa: E731
   forward = lambda leaf: evaluate(leaf, False)[2]  # noqa: E731
 
   _, projections, _, (weights, norms), term_failed, term_reason = evaluate(None, False)
@@ -231,7 +229,8 @@ def _projection_check(mode, reference, stages, want, got, where_of, note="") -> 
     rel = np.where(np.abs(want) > 0, err / np.abs(want), 0.0)
   passed = bool(np.all(ratios <= 1))
   return Check(mode, reference, passed, float(err.max()), float(rel.max()),
-               float(stages[s].allowed[j]), stages[s].rule, where_of(int(j), passed), note)
+               float(stages[s].allowed[j]), stages[s].rule, where_of(int(j), passed), note,
+               float(np.abs(stages[s].got[j] - stages[s].want[j])))
 
 
 def _worst_leaf(ctx, stages_of) -> int:
@@ -338,7 +337,7 @@ def _linearity(prob, d, e, di, ei, where: str) -> Check:
   return Check("holomorphic", "fd", err.passed, err.max_abs_err, err.max_rel_err, err.allowed,
                f"D(i·v) = i·D(v) within {b.rule} + 2 × both fd error estimates", where,
                "" if err.passed else "fn is not holomorphic at args (its derivative is not "
-               "complex-linear)")
+               "complex-linear)", err.error)
 
 
 # --- Full mode -------------------------------------------------------------
@@ -368,7 +367,7 @@ def _full_checks(prob, out, modes, reasons, holomorphic) -> FirstOrder:
     e = compare(got, ref, reference, bound=b, magnitude=terms, scale=scale, extra_atol=extra,
                 index_of=index_of, scale_rule=magnitude.rule)
     return Check(mode, reference, e.passed, e.max_abs_err, e.max_rel_err, e.allowed,
-                 f"{e.rule}; scale = {e.scale_rule}", e.worst_index[0])
+                 f"{e.rule}; scale = {e.scale_rule}", e.worst_index[0], error=e.error)
 
   b = bound(dtype, max(n_in, n_out), fd=True)
   checks, errors = [], {}

@@ -3,8 +3,9 @@ compared with one reference, and the :class:`DerivativeReport` that gathers them
 
 A :class:`Check` says which derivative was under test (``mode``), what it was compared with
 (``reference``), the worst element (``where``: leaf path and index, or the projection), the
-largest absolute and relative errors, the bound at the worst element and why that bound
-(``bound_rule``: dtype, scale of the derivative, length of the reductions).
+largest absolute and relative errors, the error and bound at the worst element (the one
+furthest beyond, or closest to, its bound) and why that bound (``bound_rule``: dtype,
+scale of the derivative, length of the reductions).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Check(NamedTuple):
   bound_rule: str    # why that bound
   where: str         # the worst element: "[1]['w'][3, 7]", or "projection 2 on ['w']"
   note: str = ""
+  error: float = float("nan")  # |got − ref| at the worst element, the one `bound` is for
 
   @property
   def status(self) -> str:

@@ -304,3 +304,13 @@ def test_scalar_and_vector_outputs_check_the_same_gradient(z):
   for g in (bad, lambda a: bad(a)[None]):
     assert by_pair(first_order_checks(g, (z,), fast=True, modes=("rev",)))["rev", "fd"].passed \
         is False
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_error_reported_is_the_one_its_bound_is_for(z, fast):
+  f = lambda a: jnp.sum(jnp.sin(a) * a)  # noqa: E731
+  bad = lambda a: f(a) + 1e-3 * jnp.sum(lax.stop_gradient(a) - a)  # noqa: E731
+  for c in first_order_checks(f, (z,), fast=fast).checks:
+    assert 0 <= c.error <= c.bound, c
+  failed = by_pair(first_order_checks(bad, (z,), fast=fast, modes=("rev",)))["rev", "fd"]
+  assert failed.error > failed.bound
