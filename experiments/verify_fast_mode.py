@@ -4,13 +4,14 @@ Builds a float32 MLP (1024 inputs, three hidden layers of 2048, 10 classes; batc
 integer-label softmax cross-entropy from this package), times one jitted
 ``jax.grad`` (median of steady-state runs), then ``first_order_checks(loss,
 (params,), modes=("rev",), fast=True)`` cold (first call, compiles included) and
-warm (second call), the public ``check_derivatives(loss, params, modes=("rev",), fast=True)``
-with ``consistency=False`` (the same first-order checks) and with its ``vmap`` and ``jit``
-checks (warm: the best of the second and third calls), and checks a planted 1 % error in one layer's weight gradient
-(a ``jax.custom_vjp`` identity on that weight whose cotangent is scaled by 1.01)
-is caught and named.  ``--runs N`` measures in N fresh processes one after another (a
-gradient's time differs between processes on some machines) and writes each run and the
-median of the ratios to ``docs/verify_fast_mode.json``.
+warm (second call), the public ``check_derivatives(loss, params, modes=("rev",),
+fast=True)`` with ``consistency=False`` (the same first-order checks) and with its
+``vmap`` and ``jit`` checks (warm: the best of the second and third calls), and checks
+that a planted 1 % error in one layer's weight gradient (a ``jax.custom_vjp`` identity
+on that weight whose cotangent is scaled by 1.01) is caught and named.  ``--runs N``
+measures in N fresh processes one after another (a gradient's time differs between
+processes on some machines) and writes each run and the median of the ratios to
+``docs/verify_fast_mode.json``.
 
     python experiments/verify_fast_mode.py [--runs 3] [--note "2-core CPU, idle"]
 """
