@@ -65,7 +65,8 @@ def test_a_small_sweep_writes_its_json_and_plot_and_compare_reads_it(tmp_path):
   slower = json.loads(path.read_text())
   for r in slower["rows"]:
     if r["impl"] == "softmax_jax" and r["x"] == grid[-1][0]:
-      r.update(median_ms=4 * r["median_ms"], p25_ms=4 * r["p25_ms"], p75_ms=4 * r["p75_ms"])
+      top = max(r["p75_ms"], 1.5 * r["median_ms"])  # above the spread however noisy the run
+      r.update(median_ms=3 * top, p25_ms=2 * top, p75_ms=4 * top)
   c = compare([data, slower])
   assert [(ln.shape, ln.verdicts[1]) for ln in c.lines if ln.impl == "softmax_jax"][-1] == (
       f"{grid[-1][0]}x256", "REGRESSED")
