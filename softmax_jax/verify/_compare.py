@@ -146,7 +146,7 @@ def compare(got, want, method: str, *, bound: Bound, magnitude=None, scale=None,
     s = np.full(w.shape, finite_abs(w).max(initial=0.0))
   else:
     s = np.broadcast_to(np.asarray(scale, np.float64), w_full.shape).ravel()
-  rule = scale_rule or ("max|ref|" if magnitude is None else "max(Σ|terms|, max|ref|)")
+  rule = scale_rule or _scale_rule(magnitude is not None)
   m = None if magnitude is None else np.broadcast_to(np.asarray(magnitude, np.float64),
                                                      w_full.shape).ravel()
   extra = (np.zeros_like(w) if extra_atol is None else
@@ -159,6 +159,10 @@ def compare(got, want, method: str, *, bound: Bound, magnitude=None, scale=None,
   return MethodError(method, float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), index,
                      bound.rtol, bound.atol, bool(np.all(diff <= allowed)), at(diff), at(allowed),
                      at(s), bound.rule, rule, at(extra))
+
+
+def _scale_rule(with_terms: bool) -> str:
+  return "max(Σ|terms|, max|ref|)" if with_terms else "max|ref|"
 
 
 def entry_errors(xp, g, w, s, m, extra, rtol, atol):
@@ -199,8 +203,7 @@ def _leaf_summaries(got, want, terms, extra, rtol, atol):
     diff, allowed, rel, ratio, s = entry_errors(jnp, g, w, s, m, e, rtol, atol)
     at = jnp.argmax(ratio, axis=1)
     pick = lambda a, at=at, shape=w.shape: jnp.take_along_axis(  # noqa: E731
-        jnp.broadcast_to(a, shape),
-        at[:, None], axis=1)[:, 0]
+        jnp.broadcast_to(a, shape), at[:, None], axis=1)[:, 0]
     rows.append((jnp.max(ratio, axis=1, initial=0.0), at, pick(diff), pick(allowed), pick(s),
                  pick(e), jnp.max(diff, axis=1, initial=0.0), jnp.max(rel, axis=1, initial=0.0),
                  jnp.all(diff <= allowed, axis=1)))
@@ -228,4 +231,5 @@ def compare_leaves(got, want, method: str, *, bound: Bound, terms=None, extra=No
   return MethodError(method, float(max_abs.max(initial=0.0)), float(max_rel.max(initial=0.0)),
                      (int(example), offset + int(at[example, leaf]) if ratio.size else 0),
                      bound.rtol, bound.atol, bool(np.all(ok)), pick(diff), pick(allowed), pick(s),
-                     bound.rule, scale_rule or "max(Σ|terms|, max|ref|)", pick(e))
+                     bound.rule, scale_rule or _scale_rule(any(m is not None for m in terms)),
+                     pick(e))

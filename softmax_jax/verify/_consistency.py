@@ -222,10 +222,6 @@ def magnitude(linear_fn, tangents: list) -> Magnitude:
 DEVICE_MIN = 1 << 16  # entries (over all examples) from which results are compared on the device
 
 
-def _real_sizes(tree) -> list[int]:
-  """The sizes of the leaves of ``tree``'s real view (a complex leaf counts twice)."""
-  return [int(np.prod(np.shape(a))) * (2 if jnp.iscomplexobj(a) else 1)
-          for a in jax.tree_util.tree_leaves(tree)]
 
 
 class Batch(NamedTuple):
@@ -237,6 +233,16 @@ class Batch(NamedTuple):
 
   def examples(self) -> list:
     return [jax.tree_util.tree_map(lambda a, i=i: a[i], self.tree) for i in range(self.size)]
+
+
+def _count(trees) -> tuple[int, list[int]]:
+  """How many examples, and the sizes of the leaves of one example's real view (a complex
+  leaf counts twice), from shapes alone."""
+  batched = isinstance(trees, Batch)
+  leaves = jax.tree_util.tree_leaves(trees.tree if batched else trees[0])
+  return (trees.size if batched else len(trees),
+          [int(np.prod(np.shape(a)[1 if batched else 0:])) * (2 if jnp.iscomplexobj(a) else 1)
+           for a in leaves])
 
 
 def _examples(trees) -> list:
@@ -265,10 +271,7 @@ def compare_examples(mode: str, reference: str, got: list, want: list, t: Target
   ``where`` names an entry of one example; ``allowance`` is a further absolute allowance
   per entry, ``[examples, entries]`` (a finite difference's error estimate).
   """
-  n_got, n_want = (a.size if isinstance(a, Batch) else len(a) for a in (got, want))
-  one = lambda a: jax.tree_util.tree_map(lambda b: b[0], a.tree) if isinstance(  # noqa: E731
-      a, Batch) else a[0]
-  sizes, got_sizes = _real_sizes(one(want)), _real_sizes(one(got))
+  (n_got, got_sizes), (n_want, sizes) = _count(got), _count(want)
   if sum(got_sizes) != sum(sizes) or n_got != n_want:
     return Check(mode, reference, False, float("inf"), float("inf"), 0.0, "shapes differ",
                  "everywhere", f"{mode} gives {sum(got_sizes)} entries per example, "

@@ -96,15 +96,17 @@ def directions(pool, seed, weights, mask, xs, k: int, *, times_i: bool = False,
 
 
 def _leaf_weights(gs, xs):
-  """``∝ 1 / ‖g_ℓ‖`` per leaf (norms floored at ``10⁻⁶`` of the largest), so each leaf adds
-  alike to a projection, scaled so the largest weight is 1 (a direction fits any dtype);
-  all 1 without a gradient or where it is zero everywhere."""
+  """``(weights, ‖g_ℓ‖)``: weights ``∝ 1 / ‖g_ℓ‖`` per leaf (norms floored at ``10⁻⁶`` of the
+  largest), so each leaf adds alike to a projection, scaled so the largest weight is 1 (a
+  direction fits any dtype); all 1, and no norms, without a gradient; all 1 where it is
+  zero everywhere."""
   if gs is None:
-    return jnp.ones(len(xs), jnp.float32)
+    return jnp.ones(len(xs), jnp.float32), None
   norms = jnp.stack([jnp.sqrt(jnp.sum(g[0].astype(jnp.float32) ** 2)) for g in gs])
   largest = jnp.max(norms)
-  norms = jnp.maximum(norms, 1e-6 * largest)
-  return jnp.where(largest > 0, jnp.min(norms) / jnp.where(largest > 0, norms, 1.0), 1.0)
+  floored = jnp.maximum(norms, 1e-6 * largest)
+  weights = jnp.where(largest > 0, jnp.min(floored) / jnp.where(largest > 0, floored, 1.0), 1.0)
+  return weights, norms
 
 
 def _batched_pullback(pullback):
@@ -133,9 +135,7 @@ def autodiff_program(view, reasons, static):
       terms, reason = traced_term_magnitude(grad, us)
       if reason is not None:
         reasons.append(reason)
-    weights = _leaf_weights(gs, xs)
-    norms = None if gs is None else jnp.stack([jnp.sqrt(jnp.sum(g[0].astype(jnp.float32) ** 2))
-                                               for g in gs])
+    weights, norms = _leaf_weights(gs, xs)
     if fwd:
       vs = directions(pool, seed, weights, mask, xs, k)
       jvs = jax.vmap(lambda v: jax.jvp(f, (xs,), (v,))[1])(vs)
